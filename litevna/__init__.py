@@ -1,0 +1,3 @@
+"""LiteVNA: a self-hosted DICOMweb image store."""
+
+__version__ = "0.1.0"

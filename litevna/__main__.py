@@ -1,0 +1,5 @@
+import sys
+
+from litevna.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""One validated, frozen configuration object (SPEC §1). No I/O here."""
+
+import os
+import re
+from dataclasses import dataclass
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000 ** 2, "MB": 1000 ** 2,
+          "MIB": 1024 ** 2, "G": 1000 ** 3, "GB": 1000 ** 3, "GIB": 1024 ** 3,
+          "T": 1000 ** 4, "TB": 1000 ** 4, "TIB": 1024 ** 4}
+
+#: (option, default, help) — every option also reads LITEVNA_<OPTION> from the environment.
+OPTIONS = (
+    ("listen", "tcp:8080:interface=127.0.0.1", "Twisted endpoint string to listen on"),
+    ("data-dir", "./litevna-data", "blobs, SQLite index, signing keys, pending uploads"),
+    ("database", None, "index database: SQLite file path or postgresql://... (default: in data dir)"),
+    ("redis", None, "redis://host:port/db for the shared cache and revocation list"),
+    ("public-url", None, "base URL for RetrieveURL, BulkDataURI and upload URLs"),
+    ("workers", "1", "server processes sharing the listening socket"),
+    ("max-body", "512MiB", "largest direct STOW body"),
+    ("max-upload", "20GiB", "largest presigned upload"),
+    ("on-duplicate", "reject", "same SOP Instance UID with different bytes: reject or replace"),
+    ("cors-origins", "*", "allowed browser origins (comma-separated)"),
+    ("log-format", "text", "text or json"),
+)
+
+
+class ConfigError(ValueError):
+    """An option value that makes no sense."""
+
+
+def env_default(option, default):
+    """The environment's value for option (LITEVNA_DATA_DIR for data-dir), else default."""
+    return os.environ.get("LITEVNA_" + option.upper().replace("-", "_"), default)
+
+
+def parse_size(text):
+    """Bytes from '512MiB', '20GiB', '1000000'."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ConfigError(f"not a size: {text!r}")
+    number, unit = match.groups()
+    unit = (unit or "").upper()
+    if unit not in _UNITS:
+        raise ConfigError(f"unknown size unit in {text!r}")
+    return int(float(number) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str
+    data_dir: str
+    database: str
+    redis: str | None
+    public_url: str | None
+    workers: int
+    max_body: int
+    max_upload: int
+    on_duplicate: str
+    cors_origins: tuple
+    log_format: str
+
+    @classmethod
+    def from_options(cls, options):
+        """Build from a mapping of option name → string value (None = default)."""
+        value = {name: options.get(name) if options.get(name) is not None else default
+                 for name, default, _ in OPTIONS}
+        data_dir = os.path.abspath(value["data-dir"])
+        database = value["database"] or os.path.join(data_dir, "index.sqlite3")
+        if database.startswith("postgres"):
+            raise ConfigError("the PostgreSQL index is not available yet; use the SQLite default")
+        if value["on-duplicate"] not in ("reject", "replace"):
+            raise ConfigError("--on-duplicate is reject or replace")
+        if value["log-format"] not in ("text", "json"):
+            raise ConfigError("--log-format is text or json")
+        try:
+            workers = int(value["workers"])
+        except ValueError:
+            raise ConfigError("--workers is a whole number") from None
+        if workers < 1:
+            raise ConfigError("--workers is at least 1")
+        public_url = value["public-url"].rstrip("/") if value["public-url"] else None
+        return cls(
+            listen=value["listen"], data_dir=data_dir, database=database,
+            redis=value["redis"], public_url=public_url, workers=workers,
+            max_body=parse_size(value["max-body"]), max_upload=parse_size(value["max-upload"]),
+            on_duplicate=value["on-duplicate"],
+            cors_origins=tuple(o.strip() for o in value["cors-origins"].split(",") if o.strip()),
+            log_format=value["log-format"],
+        )
+
+    @property
+    def blob_dir(self):
+        return os.path.join(self.data_dir, "blobs")
+
+    @property
+    def staging_dir(self):
+        return os.path.join(self.data_dir, "staging")
+
+    @property
+    def key_dir(self):
+        return os.path.join(self.data_dir, "keys")

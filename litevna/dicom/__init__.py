@@ -1,0 +1,1 @@
+"""DICOM knowledge as pure functions over pydicom: parsing, the JSON model, frame tables."""

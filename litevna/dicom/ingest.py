@@ -1,0 +1,238 @@
+"""From a staged Part 10 file to everything the index keeps about it.
+
+One read of the header with pydicom (never of the pixel data), one hashing
+pass, then pure computation: validation (PS3.18 §10.5 STOW failure reasons),
+the DICOM JSON model (PS3.18 Annex F) with bulk data as URIs, the query
+attributes of each level and the frame table.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import pydicom
+
+from litevna.dicom import frames as frame_table
+from litevna.dicom import jsonmodel
+from litevna.dicom.levels import SERIES_TAGS, STUDY_TAGS
+from litevna.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, ENCAPSULATED, KNOWN_TRANSFER_SYNTAXES, is_valid_uid,
+)
+
+# PS3.4 Annex GG.4-1 / PS3.18 Table 10.5.3-2 failure reasons.
+CANNOT_UNDERSTAND = 0xC000
+DATA_SET_MISMATCH = 0xA900
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+NOT_AUTHORIZED = 0x0124
+
+_HASH_CHUNK = 1 << 20
+
+
+class IngestFailure(Exception):
+    """An instance the store refuses, with its STOW FailureReason."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    """What ingest learned about one instance; all that the index needs."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    size: int
+    sha256: str
+    number_of_frames: int
+    frames: tuple | None
+    metadata: dict
+    study: dict
+    series: dict
+    instance: dict
+
+
+def parse_part10(path, study_uid=None):
+    """Parse the Part 10 file at path; raise IngestFailure if it cannot be stored.
+
+    ``study_uid`` is the Study Instance UID named by the STOW URL, if any.
+    """
+    with open(path, "rb") as fp:
+        size, sha256 = _digest(fp)
+        dataset, pixel_position = _read_header(fp)
+        meta = dataset.file_meta
+        transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
+        if not transfer_syntax:
+            raise IngestFailure(TRANSFER_SYNTAX_NOT_SUPPORTED,
+                                "the File Meta Information has no TransferSyntaxUID")
+        if transfer_syntax not in KNOWN_TRANSFER_SYNTAXES:
+            raise IngestFailure(TRANSFER_SYNTAX_NOT_SUPPORTED,
+                                f"transfer syntax {transfer_syntax} is not supported")
+        _check_complete(dataset)
+        uids = _identify(dataset, study_uid)
+        pixel = None
+        if transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            pixel = _pixel_element(fp, pixel_position, dataset, transfer_syntax)
+        bulk_prefix = jsonmodel.bulkdata_prefix(*uids[:2], uids[2])
+        metadata = _to_json(dataset, bulk_prefix)
+        if pixel is not None:
+            metadata[f"{pixel.tag:08X}"] = {
+                "vr": pixel.vr, "BulkDataURI": f"{bulk_prefix}/{pixel.tag:08X}"}
+        number_of_frames = _number_of_frames(dataset) if pixel is not None else 0
+        frames = _frames(fp, pixel, dataset, transfer_syntax, size, number_of_frames)
+    study_uid, series_uid, sop_instance_uid, sop_class_uid = uids
+    return ParsedInstance(
+        study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid,
+        sop_class_uid=sop_class_uid, transfer_syntax=transfer_syntax, size=size,
+        sha256=sha256, number_of_frames=number_of_frames, frames=frames, metadata=metadata,
+        study=_level(metadata, STUDY_TAGS), series=_level(metadata, SERIES_TAGS),
+        instance=_instance_columns(metadata),
+    )
+
+
+def _digest(fp):
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := fp.read(_HASH_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.hexdigest()
+
+
+def _read_header(fp):
+    fp.seek(0)
+    head = fp.read(132)
+    if head[128:132] == b"DICM":
+        force = False
+    elif head[:2] == b"\x02\x00":
+        force = True  # Part 10 without the preamble: File Meta Information first
+    else:
+        raise IngestFailure(CANNOT_UNDERSTAND,
+                            "not a DICOM Part 10 file: no 'DICM' prefix and no File Meta Information")
+    fp.seek(0)
+    try:
+        dataset = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
+    except Exception as exc:  # noqa: BLE001 - whatever pydicom raises, the bytes are unreadable
+        raise IngestFailure(CANNOT_UNDERSTAND, f"cannot parse the data set: {exc}") from None
+    if not dataset.file_meta:
+        raise IngestFailure(CANNOT_UNDERSTAND, "the file has no File Meta Information")
+    return dataset, fp.tell()
+
+
+def _check_complete(dataset):
+    """A value shorter than its declared length means the file was cut short."""
+    for raw in dataset._dict.values():
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if length is not None and length != 0xFFFFFFFF and isinstance(value, bytes) \
+                and len(value) < length:
+            raise IngestFailure(CANNOT_UNDERSTAND,
+                                f"the file is truncated inside element {raw.tag}")
+
+
+def _identify(dataset, study_uid):
+    sop_class_uid = _text(dataset, "SOPClassUID")
+    if not sop_class_uid:
+        raise IngestFailure(SOP_CLASS_NOT_SUPPORTED, "the data set has no SOPClassUID")
+    if not is_valid_uid(sop_class_uid):
+        raise IngestFailure(SOP_CLASS_NOT_SUPPORTED, f"SOPClassUID {sop_class_uid!r} is not a UID")
+    found = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = _text(dataset, keyword)
+        if not value:
+            raise IngestFailure(DATA_SET_MISMATCH, f"the data set has no {keyword}")
+        if not is_valid_uid(value):
+            raise IngestFailure(DATA_SET_MISMATCH, f"{keyword} {value[:80]!r} is not a valid UID")
+        found.append(value)
+    if study_uid is not None and found[0] != study_uid:
+        raise IngestFailure(DATA_SET_MISMATCH,
+                            f"StudyInstanceUID {found[0]} does not match the URL's {study_uid}")
+    return found[0], found[1], found[2], sop_class_uid
+
+
+def _text(dataset, keyword):
+    try:
+        value = dataset.get(keyword)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad values
+        raise IngestFailure(CANNOT_UNDERSTAND, f"cannot read {keyword}: {exc}") from None
+    if value is None:
+        return ""
+    return str(value).strip("\x00 ")
+
+
+def _to_json(dataset, bulk_prefix):
+    try:
+        return jsonmodel.dataset_to_json(dataset, bulk_prefix)
+    except IngestFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unconvertible value means "cannot understand"
+        raise IngestFailure(CANNOT_UNDERSTAND, f"cannot convert the data set: {exc}") from None
+
+
+def _pixel_element(fp, position, dataset, transfer_syntax):
+    try:
+        return frame_table.read_pixel_element(
+            fp, position, implicit_vr=dataset.original_encoding[0] is True,
+            little_endian=dataset.original_encoding[1] is not False)
+    except frame_table.FrameTableError as exc:
+        raise IngestFailure(CANNOT_UNDERSTAND, str(exc)) from None
+
+
+def _number_of_frames(dataset):
+    try:
+        value = int(dataset.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return 1
+    return max(value, 1)
+
+
+def _frames(fp, pixel, dataset, transfer_syntax, size, number_of_frames):
+    if pixel is None:
+        return None
+    try:
+        if pixel.encapsulated:
+            if transfer_syntax not in ENCAPSULATED:
+                raise IngestFailure(CANNOT_UNDERSTAND,
+                                    f"encapsulated pixel data in native {transfer_syntax}")
+            eot = dataset.get(0x7FE00001)
+            return frame_table.encapsulated_frames(
+                fp, pixel, size, number_of_frames, transfer_syntax,
+                eot.value if eot is not None else None)
+        rows, columns = dataset.get("Rows"), dataset.get("Columns")
+        bits = dataset.get("BitsAllocated")
+        if not rows or not columns or not bits:
+            raise IngestFailure(DATA_SET_MISMATCH,
+                                "pixel data without Rows, Columns and BitsAllocated")
+        samples = int(dataset.get("SamplesPerPixel") or 1)
+        photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+        return frame_table.native_frames(pixel, size, number_of_frames, int(rows),
+                                         int(columns), samples, int(bits), photometric)
+    except frame_table.FrameTableError as exc:
+        raise IngestFailure(CANNOT_UNDERSTAND, str(exc)) from None
+
+
+def _level(metadata, tags):
+    return {tag: metadata[tag] for tag in tags if tag in metadata}
+
+
+def _instance_columns(metadata):
+    return {
+        "instance_number": _int(jsonmodel.first_value(metadata, "00200013")),
+        "rows": _int(jsonmodel.first_value(metadata, "00280010")),
+        "columns": _int(jsonmodel.first_value(metadata, "00280011")),
+        "bits_allocated": _int(jsonmodel.first_value(metadata, "00280100")),
+    }
+
+
+def _int(value):
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

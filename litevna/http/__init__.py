@@ -1,0 +1,1 @@
+"""HTTP plumbing below the routes: the streaming Site/Request, negotiation, errors."""

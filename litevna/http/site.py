@@ -1,0 +1,133 @@
+"""A Site whose requests hand their bodies to a sink while the bytes arrive.
+
+Twisted's Request buffers the whole body before ``process()`` runs. A STOW of
+a gigabyte must instead be parsed and stored as it streams in, so the request
+asks a *body router* (given the method, path and headers, as soon as the
+headers are complete) for a sink: an object with ``write(bytes)``,
+``finish()`` and ``abort()``. Requests without a sink get a small in-memory
+body with a hard limit.
+"""
+
+import re
+from urllib.parse import parse_qsl, urlencode
+
+from twisted.web import server
+from twisted.web.http import RESPONSES
+
+from litevna.http.errors import HTTPError
+
+#: Largest body buffered for routes without a streaming sink (JSON APIs).
+SMALL_BODY_LIMIT = 1 << 20
+#: Seconds to keep reading (and dropping) a refused body so the client sees the answer.
+LINGER_SECONDS = 2.0
+
+# SPEC §3, method 3: /{label}/key_{token}/dicomweb/... carries the token in the path.
+_KEY_SEGMENT = re.compile(rb"^/([^/]+)/key_([^/]+)(/dicomweb(?:/.*)?)$")
+_SECRET_QUERY = "_auth_token"
+
+
+class StreamingRequest(server.Request):
+    """A Request that streams its body into a sink chosen from its headers.
+
+    After ``process()`` starts, ``self.path`` no longer contains a ``key_…``
+    segment and ``self.uri`` no longer contains ``_auth_token``: the secrets
+    are kept in ``self.path_token`` / ``self.query_token`` instead, so nothing
+    downstream (routes, access log, cache keys) can see them.
+    """
+
+    body_sink = None
+    path_token = None
+    query_token = None
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length):
+        site = self.channel.site
+        # The channel has parsed the request line but not told the request yet.
+        method, uri = self.channel._command, self.channel._path
+        path = uri.split(b"?", 1)[0]
+        try:
+            self.body_sink = site.body_router(self, method, _strip_key(path)[0], length)
+        except HTTPError as error:
+            self._refuse(error)
+            return
+        if self.body_sink is None:
+            if length is not None and length > SMALL_BODY_LIMIT:
+                self._refuse(HTTPError(413, "request body too large for this route"))
+                return
+        super().gotLength(length if self.body_sink is None else 0)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._received += len(data)
+        if self.body_sink is not None:
+            try:
+                self.body_sink.write(data)
+            except HTTPError as error:
+                self.body_sink.abort()
+                self._refuse(error)
+        elif self._received > SMALL_BODY_LIMIT:
+            self._refuse(HTTPError(413, "request body too large for this route"))
+        else:
+            self.content.write(data)
+
+    def requestReceived(self, command, path, version):
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def process(self):
+        self.path, self.path_token = _strip_key(self.path)
+        if _SECRET_QUERY.encode() in self.uri:
+            self.query_token = (self.args.pop(_SECRET_QUERY.encode(), [None]) or [None])[0]
+            self.uri = _strip_query_secret(self.uri)
+        if self.path_token is not None:
+            self.uri = _strip_key(self.uri.split(b"?", 1)[0])[0] + (
+                b"?" + self.uri.split(b"?", 1)[1] if b"?" in self.uri else b"")
+        super().process()
+
+    def connectionLost(self, reason):
+        if self.body_sink is not None and not self.finished:
+            self.body_sink.abort()
+        super().connectionLost(reason)
+
+    def _refuse(self, error):
+        """Answer now, before the body is read, then drop the connection."""
+        self._refused = True
+        self.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the answer
+        body = error.body()
+        head = [f"HTTP/1.1 {error.status} {RESPONSES.get(error.status, b'').decode()}",
+                "Content-Type: application/json", f"Content-Length: {len(body)}",
+                "Connection: close"]
+        head += [f"{k}: {v}" for k, v in error.headers.items()]
+        head += [f"{k.decode()}: {v.decode()}" for k, v in self.channel.site.early_headers(self)]
+        transport = self.channel.transport
+        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        # Keep reading (and dropping) a little, so the client sees the answer, not a reset.
+        self.channel.callLater(LINGER_SECONDS, transport.loseConnection)
+
+
+def _strip_key(path):
+    match = _KEY_SEGMENT.match(path)
+    if not match:
+        return path, None
+    return b"/" + match.group(1) + match.group(3), match.group(2).decode("latin-1")
+
+
+def _strip_query_secret(uri):
+    path, _, query = uri.partition(b"?")
+    kept = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            if k != _SECRET_QUERY]
+    return path + (b"?" + urlencode(kept).encode("latin-1") if kept else b"")
+
+
+class LiteSite(server.Site):
+    """A Site of StreamingRequests with a body router."""
+
+    requestFactory = StreamingRequest
+
+    def __init__(self, resource, body_router=None, early_headers=None, **kwargs):
+        super().__init__(resource, **kwargs)
+        self.body_router = body_router or (lambda request, method, path, length: None)
+        self.early_headers = early_headers or (lambda request: ())

@@ -1,0 +1,238 @@
+"""The embedded index: SQLite in WAL mode, one writer, a connection per reader thread."""
+
+import contextlib
+import importlib.resources
+import os
+import sqlite3
+import threading
+import time
+
+import orjson
+from zope.interface import implementer
+
+from litevna.dicom import frames as frame_table
+from litevna.dicom.jsonmodel import first_value
+from litevna.index import Conflict
+from litevna.interfaces import IIndex, IIndexWriter
+
+_STUDY_COLUMNS = {
+    "patient_id": "00100020", "patient_name": "00100010", "patient_birth_date": "00100030",
+    "patient_sex": "00100040", "study_date": "00080020", "study_time": "00080030",
+    "accession_number": "00080050", "study_id": "00200010",
+    "study_description": "00081030", "referring_physician_name": "00080090",
+}
+_SERIES_COLUMNS = {
+    "modality": "00080060", "series_number": "00200011", "series_description": "0008103E",
+    "series_date": "00080021", "series_time": "00080031",
+}
+
+
+def schema_files(dialect):
+    """The numbered schema scripts of a dialect, in order: [(version, sql)]."""
+    folder = importlib.resources.files("litevna.index") / "schema" / dialect
+    scripts = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in scripts]
+
+
+@implementer(IIndex)
+class SqliteIndex:
+    """IIndex over one SQLite file (``:memory:`` gives a private in-memory index)."""
+
+    def __init__(self, path, clock=time.time):
+        self.path = path
+        self._clock = clock
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        if path == ":memory:":
+            # One shared connection: a private in-memory database has no other name.
+            self._shared = self._open(":memory:")
+        else:
+            self._shared = None
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def _open(self, path):
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _conn(self):
+        if self._shared is not None:
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open(self.path)
+        return conn
+
+    def _query(self, sql, args=()):
+        if self._shared is not None:
+            with self._write_lock:
+                return [dict(r) for r in self._shared.execute(sql, args)]
+        return [dict(r) for r in self._conn().execute(sql, args)]
+
+    def _one(self, sql, args=()):
+        rows = self._query(sql, args)
+        return rows[0] if rows else None
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _insert(self, sql, args):
+        try:
+            with self._transaction() as conn:
+                return conn.execute(sql, args).lastrowid
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    def migrate(self):
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in schema_files("sqlite"):
+                if number > version:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+
+    def close(self):
+        conn = getattr(self._local, "conn", None) or self._shared
+        if conn is not None:
+            conn.close()
+
+    # Accounts, stores, keys.
+
+    def create_account(self, email, password_hash):
+        return self._insert("INSERT INTO accounts (email, password_hash, created_at) "
+                            "VALUES (?, ?, ?)", (email, password_hash, self._clock()))
+
+    def account_by_email(self, email):
+        return self._one("SELECT * FROM accounts WHERE email = ?", (email,))
+
+    def create_store(self, label, owner_id):
+        return self._insert("INSERT INTO stores (label, owner_id, created_at) VALUES (?, ?, ?)",
+                            (label, owner_id, self._clock()))
+
+    def store_by_label(self, label):
+        return self._one("SELECT * FROM stores WHERE label = ?", (label,))
+
+    def list_stores(self):
+        return self._query("SELECT s.*, a.email AS owner FROM stores s "
+                           "JOIN accounts a ON a.id = s.owner_id ORDER BY s.label")
+
+    def create_api_key(self, key_id, store_id, name, permissions, expires_at):
+        self._insert("INSERT INTO api_keys (id, store_id, name, permissions, created_at, "
+                     "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     (key_id, store_id, name, ",".join(permissions), self._clock(), expires_at))
+
+    def api_key(self, key_id):
+        return self._one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+
+    def revoke_api_key(self, store_id, key_id, when):
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
+                "WHERE id = ? AND store_id = ?", (when, key_id, store_id))
+            return cursor.rowcount > 0
+
+    # The query model.
+
+    @contextlib.contextmanager
+    def write(self):
+        with self._transaction() as conn:
+            yield _Writer(conn, self._clock)
+
+    def instance(self, store_id, sop_instance_uid):
+        row = self._one(
+            "SELECT i.*, se.series_uid, st.study_uid FROM instances i "
+            "JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = se.study_pk "
+            "WHERE i.store_id = ? AND i.sop_instance_uid = ?", (store_id, sop_instance_uid))
+        if row is not None:
+            row["frames"] = frame_table.unpack(row["frames"])
+        return row
+
+    def count_instances(self, store_id):
+        return self._one("SELECT COUNT(*) AS n FROM instances WHERE store_id = ?",
+                         (store_id,))["n"]
+
+
+@implementer(IIndexWriter)
+class _Writer:
+    def __init__(self, conn, clock):
+        self._conn = conn
+        self._clock = clock
+
+    @contextlib.contextmanager
+    def savepoint(self):
+        """Undo only this block's writes if it raises."""
+        self._conn.execute("SAVEPOINT one")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK TO one")
+            self._conn.execute("RELEASE one")
+            raise
+        self._conn.execute("RELEASE one")
+
+    def existing(self, store_id, sop_instance_uid):
+        row = self._conn.execute(
+            "SELECT i.sha256, i.blob_key, st.study_uid FROM instances i "
+            "JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = se.study_pk "
+            "WHERE i.store_id = ? AND i.sop_instance_uid = ?",
+            (store_id, sop_instance_uid)).fetchone()
+        return tuple(row) if row is not None else None
+
+    def add_instance(self, store_id, parsed, blob_key, metadata, replace):
+        conn = self._conn
+        if replace:
+            conn.execute("DELETE FROM instances WHERE store_id = ? AND sop_instance_uid = ?",
+                         (store_id, parsed.sop_instance_uid))
+        study_pk = self._upsert(
+            "studies", ("store_id", "study_uid"), (store_id, parsed.study_uid),
+            _STUDY_COLUMNS, parsed.study)
+        series_pk = self._upsert(
+            "series", ("study_pk", "series_uid"), (study_pk, parsed.series_uid),
+            _SERIES_COLUMNS, parsed.series)
+        instance = parsed.instance
+        conn.execute(
+            "INSERT INTO instances (store_id, series_pk, sop_instance_uid, sop_class_uid, "
+            "instance_number, number_of_frames, rows, columns, bits_allocated, transfer_syntax, "
+            "blob_key, size, sha256, frames, metadata, stored_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (store_id, series_pk, parsed.sop_instance_uid, parsed.sop_class_uid,
+             instance["instance_number"], parsed.number_of_frames, instance["rows"],
+             instance["columns"], instance["bits_allocated"], parsed.transfer_syntax, blob_key,
+             parsed.size, parsed.sha256, frame_table.pack(parsed.frames), metadata,
+             self._clock()))
+
+    def _upsert(self, table, keys, key_values, columns, attrs):
+        where = " AND ".join(f"{k} = ?" for k in keys)
+        row = self._conn.execute(f"SELECT id FROM {table} WHERE {where}", key_values).fetchone()
+        if row is not None:
+            return row[0]
+        names = list(keys) + list(columns) + ["attrs"]
+        values = list(key_values) + [_column_value(first_value(attrs, tag))
+                                     for tag in columns.values()] + [orjson.dumps(attrs)]
+        marks = ", ".join("?" * len(names))
+        return self._conn.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", values).lastrowid
+
+
+def _statements(script):
+    """The statements of a schema script (comments dropped, split at semicolons)."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _column_value(value):
+    return value if value is None or isinstance(value, (int, float, str)) else str(value)

@@ -1,0 +1,89 @@
+"""The seams between LiteVNA's layers. Every backend has an in-memory twin
+that passes the same contract tests (tests/contracts.py)."""
+
+from zope.interface import Attribute, Interface
+
+
+class IBlobStore(Interface):
+    """Where instance files live, addressed by key (``store/study/sop.dcm``)."""
+
+    def put_file(path, key):
+        """Move the finished local file at path under key (replacing any old one)."""
+
+    def sync():
+        """Make every put_file so far durable (directory fsyncs)."""
+
+    def open(key):
+        """A binary file object for key's bytes; KeyError if absent."""
+
+    def size(key):
+        """The byte length of key; KeyError if absent."""
+
+    def delete(key):
+        """Remove key; no error if absent."""
+
+    def exists(key):
+        """True if key is stored."""
+
+
+class IIndex(Interface):
+    """Accounts, stores, keys and the study/series/instance query model.
+
+    Methods are synchronous and thread-safe; the services call them from
+    thread pools, never from the reactor thread.
+    """
+
+    def migrate():
+        """Create or upgrade the schema to the newest version."""
+
+    def create_account(email, password_hash):
+        """Add an account; Conflict if the email is taken. Returns its id."""
+
+    def account_by_email(email):
+        """The account row (dict) or None."""
+
+    def create_store(label, owner_id):
+        """Add an image store; Conflict if the label is taken. Returns its id."""
+
+    def store_by_label(label):
+        """The store row (dict) or None."""
+
+    def list_stores():
+        """All store rows, by label."""
+
+    def create_api_key(key_id, store_id, name, permissions, expires_at):
+        """Record an API key's metadata (never its value)."""
+
+    def api_key(key_id):
+        """The API key row (dict) or None."""
+
+    def revoke_api_key(store_id, key_id, when):
+        """Mark a key revoked; False if the store has no such key."""
+
+    def write():
+        """A context manager yielding an IIndexWriter; commits on clean exit."""
+
+    def instance(store_id, sop_instance_uid):
+        """The instance row (dict) or None."""
+
+    def count_instances(store_id):
+        """How many instances the store holds."""
+
+
+class IIndexWriter(Interface):
+    """One write transaction of the query model."""
+
+    def savepoint():
+        """A context manager undoing only its own writes if it raises."""
+
+    def existing(store_id, sop_instance_uid):
+        """(sha256, blob_key, study_uid) of a stored instance, or None."""
+
+    def add_instance(store_id, parsed, blob_key, metadata, replace):
+        """Insert (or replace) one instance and its study/series rows."""
+
+
+class IClock(Interface):
+    """Wall-clock seconds, injectable for tests."""
+
+    seconds = Attribute("callable returning the current time in seconds")

@@ -1,0 +1,80 @@
+"""Assembly only: config → backends → services. No logic of its own."""
+
+import os
+import time
+
+from twisted.application import service, strports
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from litevna.archive import Archive
+from litevna.auth.guard import Guard
+from litevna.auth.keys import Keyring
+from litevna.index.sqlite import SqliteIndex
+from litevna.storage.fs import FileBlobStore
+from litevna.web import Application
+
+log = Logger()
+CPU_THREADS = max(2, min(4, os.cpu_count() or 2))
+
+
+class _ThreadPoolService(service.Service):
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+class _ArchiveService(service.Service):
+    def __init__(self, archive, index):
+        self.archive = archive
+        self.index = index
+
+    def startService(self):
+        super().startService()
+        self.index.migrate()
+        self.archive.start()
+
+    def stopService(self):
+        super().stopService()
+        self.archive.stop()
+
+
+def open_backends(config):
+    """The index and keyring of a data dir (shared by the server and the admin CLI)."""
+    os.makedirs(config.data_dir, exist_ok=True)
+    index = SqliteIndex(config.database)
+    index.migrate()
+    return index, Keyring(config.key_dir)
+
+
+def make_application(config, reactor, cpu_pool):
+    """The Application and the services it needs started, for a config."""
+    index, keyring = open_backends(config)
+    archive = Archive(reactor, index, FileBlobStore(config.blob_dir), config.staging_dir,
+                      cpu_pool, replace_duplicates=config.on_duplicate == "replace")
+    guard = Guard(keyring, index.api_key, index.store_by_label, time.time)
+    readiness = (("index", lambda: index.count_instances(0)),
+                 ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0))
+    application = Application(config, archive, guard, readiness)
+    return application, _ArchiveService(archive, index)
+
+
+def make_service(config, reactor):
+    """The whole server as one twistd service."""
+    top = service.MultiService()
+    cpu_pool = ThreadPool(minthreads=1, maxthreads=CPU_THREADS, name="litevna-cpu")
+    application, archive_service = make_application(config, reactor, cpu_pool)
+    _ThreadPoolService(cpu_pool).setServiceParent(top)
+    archive_service.setServiceParent(top)
+    web = strports.service(config.listen, application.site(), reactor=reactor)
+    web.setServiceParent(top)
+    log.info("LiteVNA serving {data_dir} on {listen}", data_dir=config.data_dir,
+             listen=config.listen)
+    return top

@@ -1,0 +1,115 @@
+"""The HTTP application: a thin Klein route table over the services."""
+
+import orjson
+from klein import Klein
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+
+from litevna.auth.credentials import request_token
+from litevna.auth.guard import Forbidden, Unauthorized
+from litevna.dicomweb.stow import StowBody, stow_response, stow_target
+from litevna.http.errors import HTTPError, write_error
+from litevna.http.site import LiteSite
+
+log = Logger()
+DICOM_JSON = b"application/dicom+json"
+
+
+def base_url(request, public_url, label):
+    """The DICOMweb root of a store as the client reached it (never with a token in it)."""
+    if public_url:
+        return f"{public_url}/{label}/dicomweb"
+    host = (request.getHeader(b"host") or b"localhost").decode("latin-1")
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{host}/{label}/dicomweb"
+
+
+class Application:
+    """Routes → guard → services. Built by ``litevna.service.make_application``."""
+
+    app = Klein()
+
+    def __init__(self, config, archive, guard, readiness=()):
+        self.config = config
+        self.archive = archive
+        self.guard = guard
+        self._readiness = readiness
+
+    def site(self):
+        return LiteSite(self.app.resource(), body_router=self.route_body)
+
+    def authorize(self, request, label, permission):
+        """The request's Principal for store label, or the HTTPError to answer with."""
+        try:
+            return self.guard.authenticate(request_token(request), label, permission)
+        except Unauthorized as exc:
+            raise HTTPError(401, str(exc), {"WWW-Authenticate": 'Bearer realm="litevna"'}) from None
+        except Forbidden as exc:
+            raise HTTPError(403, str(exc)) from None
+
+    def route_body(self, request, method, path, length):
+        """Choose the streaming sink for a request body, as soon as its headers are in."""
+        if method != b"POST":
+            return None
+        target = stow_target(path.decode("latin-1"))
+        if target is None or b"uploadId=" in request.channel._path:
+            return None
+        label, study_uid = target
+        principal = self.authorize(request, label, "write")
+        if length is not None and length > self.config.max_body:
+            raise HTTPError(413, f"the request body exceeds {self.config.max_body} bytes; use "
+                                 "POST .../studies/upload-url for large files")
+        content_type = request.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
+        return StowBody(self.archive, principal, content_type.decode("latin-1"), study_uid,
+                        self.config.max_body, request.channel.transport)
+
+    @app.handle_errors(HTTPError)
+    def _http_error(self, request, failure):
+        return write_error(request, failure.value)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        log.failure("unhandled error in {method} {path}", failure,
+                    method=request.method, path=request.path)
+        return write_error(request, HTTPError(500, "internal error; the server log has details"))
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request):
+        request.setHeader(b"Content-Type", b"application/json")
+        return b'{"status":"ok"}'
+
+    @app.route("/readyz", methods=["GET"])
+    def readyz(self, request):
+        problems = [name for name, check in self._readiness if not _passes(check)]
+        request.setHeader(b"Content-Type", b"application/json")
+        if problems:
+            request.setResponseCode(503)
+        return orjson.dumps({"status": "unready" if problems else "ready", "failing": problems})
+
+    @app.route("/<label>/dicomweb/studies", methods=["POST"])
+    @app.route("/<label>/dicomweb/studies/<study_uid>", methods=["POST"])
+    def stow(self, request, label, study_uid=None):
+        sink = request.body_sink
+        if sink is None:
+            stow_target(request.path.decode("latin-1"))  # a bad Study UID is a 400 even here
+            self.authorize(request, label, "write")
+            raise HTTPError(400, "the request has no body: send application/dicom or "
+                                 "multipart/related; type=\"application/dicom\"")
+        d = maybeDeferred(sink.finish)
+
+        def respond(outcomes):
+            status, body = stow_response(outcomes, base_url(request, self.config.public_url,
+                                                                 label))
+            request.setResponseCode(status)
+            request.setHeader(b"Content-Type", DICOM_JSON)
+            return orjson.dumps(body)
+
+        return d.addCallback(respond)
+
+
+def _passes(check):
+    try:
+        check()
+    except Exception:  # noqa: BLE001 - a readiness probe reports, it does not raise
+        return False
+    return True
