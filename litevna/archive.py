@@ -1,14 +1,15 @@
 """The archive: staged files in, durable indexed instances out.
 
-A part goes staging file → ``parse_part10`` + fsync (CPU pool) → group commit
-(one writer thread: dedup decision, rename into the blob store, directory
-fsync, one index transaction for everything queued meanwhile). An instance is
+A part goes staging file → ``parse_part10`` (CPU pool) → group commit (one
+writer thread: dedup decision, rename into the blob store, one blob-store sync
+for the whole group, one index transaction for everything queued meanwhile). An instance is
 reported stored only after that commit, so an acknowledged instance survives a
 ``kill -9``; a crash before it leaves at most an unreferenced file, which no
 query can see.
 """
 
 import errno
+import itertools
 import os
 import queue
 import threading
@@ -54,8 +55,11 @@ class Outcome:
 class Staging:
     """A file being received into the staging folder (written on the reactor thread)."""
 
+    _names = itertools.count()
+    _prefix = uuid.uuid4().hex[:12]
+
     def __init__(self, folder):
-        self.path = os.path.join(folder, uuid.uuid4().hex + ".part")
+        self.path = os.path.join(folder, f"{self._prefix}-{next(self._names)}.part")
         self._file = open(self.path, "wb", buffering=1 << 18)
         self.size = 0
         self.error = None
@@ -100,15 +104,6 @@ def blob_key(store_id, parsed):
             f"{parsed.sop_instance_uid}.{parsed.sha256[:16]}.dcm")
 
 
-def prepare(path, study_uid):
-    """Parse and fsync a staged file (runs in the CPU pool)."""
-    parsed = parse_part10(path, study_uid)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return parsed
 
 
 class Archive:
@@ -143,7 +138,8 @@ class Archive:
 
     def ingest(self, store_id, staging, study_uid=None):
         """Store a closed staging file; a Deferred firing with an Outcome (never failing)."""
-        d = deferToThreadPool(self._reactor, self._cpu_pool, prepare, staging.path, study_uid)
+        d = deferToThreadPool(self._reactor, self._cpu_pool, parse_part10, staging.path,
+                              study_uid)
         d.addCallback(lambda parsed: self._committer.submit(store_id, parsed, staging.path))
 
         def failed(failure):

@@ -7,6 +7,7 @@ attributes of each level and the frame table.
 """
 
 import hashlib
+import io
 from dataclasses import dataclass
 
 import pydicom
@@ -65,8 +66,17 @@ def parse_part10(path, study_uid=None):
     ``study_uid`` is the Study Instance UID named by the STOW URL, if any.
     """
     with open(path, "rb") as fp:
-        size, sha256 = _digest(fp)
-        dataset, pixel_position = _read_header(fp)
+        size, sha256, head = _digest(fp)
+        # Parse the header from memory when it fits in the first chunk: a file object
+        # costs a syscall per tell() and read(), each a chance to lose the GIL.
+        dataset, pixel_position = None, None
+        if size > len(head):
+            source = fp
+        else:
+            source = io.BytesIO(head)
+        dataset, pixel_position = _read_header(source)
+        if source is not fp and pixel_position >= len(head) and size > len(head):
+            dataset, pixel_position = _read_header(fp)
         meta = dataset.file_meta
         transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
         if not transfer_syntax:
@@ -79,14 +89,15 @@ def parse_part10(path, study_uid=None):
         uids = _identify(dataset, study_uid)
         pixel = None
         if transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            pixel = _pixel_element(fp, pixel_position, dataset, transfer_syntax)
+            pixel = _pixel_element(source, pixel_position, dataset, transfer_syntax)
         bulk_prefix = jsonmodel.bulkdata_prefix(*uids[:2], uids[2])
         metadata = _to_json(dataset, bulk_prefix)
         if pixel is not None:
             metadata[f"{pixel.tag:08X}"] = {
                 "vr": pixel.vr, "BulkDataURI": f"{bulk_prefix}/{pixel.tag:08X}"}
         number_of_frames = _number_of_frames(dataset) if pixel is not None else 0
-        frames = _frames(fp, pixel, dataset, transfer_syntax, size, number_of_frames)
+        frames = _frames(source if pixel is None or not pixel.encapsulated else fp, pixel,
+                         dataset, transfer_syntax, size, number_of_frames)
     study_uid, series_uid, sop_instance_uid, sop_class_uid = uids
     return ParsedInstance(
         study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid,
@@ -98,12 +109,15 @@ def parse_part10(path, study_uid=None):
 
 
 def _digest(fp):
+    """(size, sha256 hex, the first chunk) of a file."""
     hasher = hashlib.sha256()
-    size = 0
+    head = fp.read(_HASH_CHUNK)
+    hasher.update(head)
+    size = len(head)
     while chunk := fp.read(_HASH_CHUNK):
         hasher.update(chunk)
         size += len(chunk)
-    return size, hasher.hexdigest()
+    return size, hasher.hexdigest(), head
 
 
 def _read_header(fp):

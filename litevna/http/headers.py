@@ -3,8 +3,9 @@
 import re
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# Unquoted values may hold "/" (type=application/dicom): real clients send that.
 _PARAM = re.compile(
-    rf"\s*;\s*({_TOKEN})\s*=\s*(?:({_TOKEN})|\"((?:[^\"\\]|\\.)*)\")\s*", re.ASCII)
+    rf"\s*;\s*({_TOKEN})\s*=\s*(?:([^;\"\s]+)|\"((?:[^\"\\]|\\.)*)\")\s*", re.ASCII)
 _TYPE = re.compile(rf"\s*({_TOKEN}/{_TOKEN})\s*", re.ASCII)
 
 

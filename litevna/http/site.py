@@ -18,6 +18,8 @@ from litevna.http.errors import HTTPError
 
 #: Largest body buffered for routes without a streaming sink (JSON APIs).
 SMALL_BODY_LIMIT = 1 << 20
+#: Socket read size while a body streams into a sink.
+STREAM_READ_SIZE = 1 << 20
 #: Seconds to keep reading (and dropping) a refused body so the client sees the answer.
 LINGER_SECONDS = 2.0
 
@@ -51,10 +53,12 @@ class StreamingRequest(server.Request):
         except HTTPError as error:
             self._refuse(error)
             return
-        if self.body_sink is None:
-            if length is not None and length > SMALL_BODY_LIMIT:
-                self._refuse(HTTPError(413, "request body too large for this route"))
-                return
+        if self.body_sink is not None:
+            # Fewer, larger reads for bulk bodies: less per-chunk overhead on the reactor.
+            self.channel.transport.bufferSize = STREAM_READ_SIZE
+        elif length is not None and length > SMALL_BODY_LIMIT:
+            self._refuse(HTTPError(413, "request body too large for this route"))
+            return
         super().gotLength(length if self.body_sink is None else 0)
 
     def handleContentChunk(self, data):

@@ -43,66 +43,78 @@ class MultipartParser:
         return self._state == _EPILOGUE
 
     def feed(self, data):
-        """Consume a chunk of the body; return the events it completes."""
+        """Consume a chunk of the body; return the events it completes.
+
+        PART_DATA values may be memoryviews into ``data``: use them before the
+        next call.
+        """
         if self._state == _EPILOGUE:
             return []
-        buffer = self._buffer + data if self._buffer else bytes(data)
         events = []
         delimiter = self._delimiter
+        tail = self._buffer
+        if tail and self._state == _BODY and len(data) >= len(delimiter):
+            # The carried tail can only matter if a delimiter starts inside it.
+            at = (tail + data[:len(delimiter)]).find(delimiter)
+            if at < 0 or at >= len(tail):
+                events.append((PART_DATA, tail))
+                tail = b""
+        buffer = tail + data if tail else data
+        view = memoryview(buffer)
+        pos = 0
         while True:
             state = self._state
             if state == _BODY:
-                at = buffer.find(delimiter)
+                at = buffer.find(delimiter, pos)
                 if at < 0:
                     # Keep what could be the start of a delimiter split across chunks.
-                    keep = len(delimiter) - 1
-                    if len(buffer) > keep:
-                        events.append((PART_DATA, buffer[:-keep]))
-                        buffer = buffer[-keep:]
+                    end = len(buffer) - (len(delimiter) - 1)
+                    if end > pos:
+                        events.append((PART_DATA, view[pos:end]))
+                        pos = end
                     break
-                if at:
-                    events.append((PART_DATA, buffer[:at]))
+                if at > pos:
+                    events.append((PART_DATA, view[pos:at]))
                 events.append((PART_END, None))
-                buffer = buffer[at + len(delimiter):]
+                pos = at + len(delimiter)
                 self._state = _AFTER_DELIMITER
             elif state == _AFTER_DELIMITER:
-                if len(buffer) < 2:
+                if len(buffer) - pos < 2:
                     break
-                if buffer[:2] == b"--":
+                if buffer[pos:pos + 2] == b"--":
                     self._state = _EPILOGUE
-                    buffer = b""
+                    pos = len(buffer)
                     break
-                end = buffer.find(b"\r\n")
+                end = buffer.find(b"\r\n", pos)
                 if end < 0:
-                    if len(buffer) > self._max_header_bytes:
+                    if len(buffer) - pos > self._max_header_bytes:
                         raise MultipartError("no line end after a boundary")
                     break
-                if buffer[:end].strip(b" \t"):
+                if buffer[pos:end].strip(b" \t"):
                     raise MultipartError("unexpected text after a boundary")
-                buffer = buffer[end + 2:]
+                pos = end + 2
                 self._state = _HEADERS
             elif state == _HEADERS:
-                if buffer[:2] == b"\r\n":
-                    headers, consumed = {}, 2
+                if buffer[pos:pos + 2] == b"\r\n":
+                    headers, pos = {}, pos + 2
                 else:
-                    end = buffer.find(b"\r\n\r\n", 0, self._max_header_bytes + 4)
+                    end = buffer.find(b"\r\n\r\n", pos, pos + self._max_header_bytes + 4)
                     if end < 0:
-                        if len(buffer) > self._max_header_bytes:
+                        if len(buffer) - pos > self._max_header_bytes:
                             raise MultipartError("part headers are too large")
                         break
-                    headers, consumed = _parse_headers(buffer[:end]), end + 4
-                buffer = buffer[consumed:]
+                    headers, pos = _parse_headers(buffer[pos:end]), end + 4
                 self.parts += 1
                 events.append((PART_HEADERS, headers))
                 self._state = _BODY
             else:  # _PREAMBLE
-                at = buffer.find(delimiter)
+                at = buffer.find(delimiter, pos)
                 if at < 0:
-                    buffer = buffer[-(len(delimiter) - 1):]
+                    pos = max(pos, len(buffer) - (len(delimiter) - 1))
                     break
-                buffer = buffer[at + len(delimiter):]
+                pos = at + len(delimiter)
                 self._state = _AFTER_DELIMITER
-        self._buffer = buffer
+        self._buffer = bytes(buffer[pos:])
         return events
 
     def close(self):

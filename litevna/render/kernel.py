@@ -40,7 +40,7 @@ def window_rescale(pixels, slope=1.0, intercept=0.0, center=None, width=None,
     the same shape.
     """
     pixels = np.asarray(pixels)
-    if pixels.dtype not in _DTYPES:
+    if pixels.dtype.newbyteorder("=") not in _DTYPES:
         raise TypeError(f"unsupported pixel type {pixels.dtype}")
     if mode not in WINDOW_MODES:
         raise ValueError(f"unknown window function {mode!r}")
@@ -63,7 +63,8 @@ def window_rescale_numpy(pixels, slope, intercept, center, width, mode="linear",
     """The numpy twin of the compiled kernel (same arguments, same result)."""
     values = np.asarray(pixels, dtype=np.float64) * slope + intercept
     if mode == "sigmoid":
-        y = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        with np.errstate(over="ignore"):
+            y = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     elif mode == "linear" and width <= 1:
         y = np.where(values > center - 0.5, 255.0, 0.0)
     elif mode == "linear":

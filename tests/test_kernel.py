@@ -1,0 +1,69 @@
+"""The compiled window/rescale kernel and its numpy twin give the same pixels."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from twisted.trial.unittest import SynchronousTestCase
+
+from litevna.render import kernel
+
+DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.float32, np.float64]
+
+
+class KernelTests(SynchronousTestCase):
+    def test_compiled_is_built(self):
+        # The test environment installs with a compiler; the fallback is tested below anyway.
+        if os.environ.get("LITEVNA_PURE"):
+            self.assertFalse(kernel.compiled_active())
+        else:
+            self.assertTrue(kernel.compiled_active(), "litevna._render was not built")
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.data(), dtype=st.sampled_from(DTYPES),
+           slope=st.floats(0.01, 10), intercept=st.floats(-2000, 2000),
+           center=st.floats(-3000, 3000), width=st.floats(1, 5000),
+           mode=st.sampled_from(sorted(kernel.WINDOW_MODES)), invert=st.booleans())
+    def test_twins_agree(self, data, dtype, slope, intercept, center, width, mode, invert):
+        info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+        elements = (st.integers(int(info.min), int(info.max)) if info else
+                    st.floats(-1e5, 1e5, width=32 if dtype == np.float32 else 64))
+        pixels = data.draw(hnp.arrays(dtype, st.integers(1, 300), elements=elements))
+        expected = kernel.window_rescale_numpy(pixels, slope, intercept, center, width, mode,
+                                               invert)
+        actual = kernel.window_rescale(pixels, slope, intercept, center, width, mode, invert)
+        self.assertEqual(actual.dtype, np.uint8)
+        self.assertLessEqual(int(np.abs(actual.astype(int) - expected.astype(int)).max()), 1)
+
+    def test_standard_linear_endpoints(self):
+        # PS3.3 C.11.2.1.2.1 with center 40, width 400: below -159.5 is 0, above 239.5 is 255.
+        values = np.array([-1000, -160, 240, 1000], dtype=np.int16)
+        out = kernel.window_rescale(values, 1, 0, 40, 400)
+        self.assertEqual(out.tolist(), [0, 0, 255, 255])
+
+    def test_rescale_and_invert(self):
+        values = np.array([0, 1000, 2000], dtype=np.uint16)
+        out = kernel.window_rescale(values, 1, -1024, -24, 2000, "linear_exact", invert=True)
+        self.assertEqual(out.tolist(), [255, 128, 0])
+
+    def test_shape_and_byte_order_kept(self):
+        values = np.arange(12, dtype=">i2").reshape(3, 4)
+        out = kernel.window_rescale(values, 1, 0, 6, 12)
+        self.assertEqual(out.shape, (3, 4))
+        self.assertEqual(out.tolist(), kernel.window_rescale_numpy(values, 1, 0, 6, 12).tolist())
+
+    def test_bad_arguments(self):
+        pixels = np.zeros(4, np.int16)
+        self.assertRaises(ValueError, kernel.window_rescale, pixels, 1, 0, 0, 0)
+        self.assertRaises(ValueError, kernel.window_rescale, pixels, 1, 0, 0, 10, "cubic")
+        self.assertRaises(TypeError, kernel.window_rescale, pixels.astype(np.complex64), 1, 0, 0, 5)
+
+    def test_pure_path_forced(self):
+        code = "from litevna.render import kernel; print(kernel.compiled_active())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, LITEVNA_PURE="1"), check=True).stdout
+        self.assertEqual(out.strip(), "False")
