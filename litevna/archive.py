@@ -201,6 +201,7 @@ class GroupCommitter:
     def commit(self, batch):
         """Commit [(store_id, parsed, path)]; return an Outcome for each."""
         outcomes, leftovers, superseded = [], [], []
+        self._put = []
         try:
             with self._index.write() as writer:
                 for store_id, parsed, path in batch:
@@ -227,11 +228,12 @@ class GroupCommitter:
             outcomes = [Outcome.failed(reason, "the index could not record the instance", parsed)
                         for _, parsed, _ in batch]
             leftovers = [path for _, _, path in batch]
-            superseded = []
+            superseded = self._put  # moved in, but the index never named them
         for path in leftovers:
             _unlink(path)
         for key in superseded:
             self._blobs.delete(key)
+        self._put = []
         return outcomes
 
     def _commit_one(self, writer, store_id, parsed, path):
@@ -248,6 +250,7 @@ class GroupCommitter:
                     parsed), None
         key = blob_key(store_id, parsed)
         self._blobs.put_file(path, key)
+        self._put.append(key)
         writer.add_instance(store_id, parsed, key, orjson.dumps(parsed.metadata),
                             replace=existing is not None)
         old_key = existing[1] if existing is not None and existing[1] != key else None

@@ -2,6 +2,7 @@
 
 import os
 import re
+import socket
 from dataclasses import dataclass
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -95,7 +96,8 @@ class Config:
 
     @property
     def staging_dir(self):
-        return os.path.join(self.data_dir, "staging")
+        # Per host: nodes sharing a data dir must not clear each other's uploads at start.
+        return os.path.join(self.data_dir, "staging", socket.gethostname())
 
     @property
     def key_dir(self):

@@ -1,6 +1,7 @@
 """The HTTP application: a thin Klein route table over the services."""
 
 import orjson
+import werkzeug.exceptions
 from klein import Klein
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
@@ -66,6 +67,10 @@ class Application:
     @app.handle_errors(HTTPError)
     def _http_error(self, request, failure):
         return write_error(request, failure.value)
+
+    @app.handle_errors(werkzeug.exceptions.HTTPException)
+    def _routing_error(self, request, failure):
+        return write_error(request, HTTPError(failure.value.code, failure.value.name))
 
     @app.handle_errors(Exception)
     def _unexpected(self, request, failure):

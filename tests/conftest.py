@@ -3,9 +3,11 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Helpers (live.py, contracts.py, helpers.py) import as top-level modules; the repository
+# root stays off sys.path so that the installed litevna (with its compiled kernels) is tested.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tests.live import LiveServer, Provisioned  # noqa: E402
+from live import LiveServer, Provisioned  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ class IndexContract:
         self.assertIsNone(index.api_key("nope"))
 
     def test_instances(self):
-        from tests.test_ingest import TEST_FILES
+        from test_ingest import TEST_FILES
         from litevna.dicom.ingest import parse_part10
 
         index = self.make()

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from litevna.index.sqlite import SqliteIndex
 from litevna.storage.fs import FileBlobStore
 from litevna.storage.memory import MemoryBlobStore
-from tests.contracts import BlobStoreContract, IndexContract
+from contracts import BlobStoreContract, IndexContract
 
 
 class FileBlobStoreTests(BlobStoreContract, SynchronousTestCase):

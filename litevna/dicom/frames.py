@@ -158,3 +158,40 @@ def unpack(blob):
         frames.append(tuple((flat[i + 1 + 2 * k], flat[i + 2 + 2 * k]) for k in range(count)))
         i += 1 + 2 * count
     return tuple(frames)
+
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+
+
+def element_end(fp, element, file_size):
+    """The file offset just past the pixel data element."""
+    if not element.encapsulated:
+        return element.value_offset + element.length
+    _items(fp, element.value_offset, file_size)
+    return fp.tell()  # just past the sequence delimiter
+
+
+def check_trailer(fp, offset, file_size, implicit_vr, little_endian):
+    """Every top-level element after the pixel data must end inside the file (PS3.5 §7.1)."""
+    order = "<" if little_endian else ">"
+    while offset < file_size:
+        fp.seek(offset)
+        head = fp.read(12)
+        if len(head) < 8:
+            raise FrameTableError("the file ends inside an element header")
+        vr = head[4:6]
+        if implicit_vr:
+            (length,), offset = struct.unpack(order + "I", head[4:8]), offset + 8
+        elif vr in _LONG_VRS:
+            if len(head) < 12:
+                raise FrameTableError("the file ends inside an element header")
+            (length,), offset = struct.unpack(order + "I", head[8:12]), offset + 12
+        else:
+            (length,), offset = struct.unpack(order + "H", head[6:8]), offset + 8
+        if length == 0xFFFFFFFF:
+            return  # an undefined-length sequence after the pixels: left to pydicom's rules
+        offset += length
+    if offset > file_size:
+        raise FrameTableError(f"the file is truncated {offset - file_size} bytes inside its "
+                              "last element")

@@ -98,6 +98,8 @@ def parse_part10(path, study_uid=None):
         number_of_frames = _number_of_frames(dataset) if pixel is not None else 0
         frames = _frames(source if pixel is None or not pixel.encapsulated else fp, pixel,
                          dataset, transfer_syntax, size, number_of_frames)
+        if pixel is not None:
+            _check_trailer(fp, pixel, dataset, size)
     study_uid, series_uid, sop_instance_uid, sop_class_uid = uids
     return ParsedInstance(
         study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid,
@@ -250,3 +252,13 @@ def _int(value):
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _check_trailer(fp, pixel, dataset, size):
+    """A file cut inside what follows the pixel data (padding, say) is truncated too."""
+    try:
+        frame_table.check_trailer(fp, frame_table.element_end(fp, pixel, size), size,
+                                  implicit_vr=dataset.original_encoding[0] is True,
+                                  little_endian=dataset.original_encoding[1] is not False)
+    except frame_table.FrameTableError as exc:
+        raise IngestFailure(CANNOT_UNDERSTAND, str(exc)) from None

@@ -138,8 +138,16 @@ class StowBody:
                 self._parser.close()
             except MultipartError as exc:
                 self.abort()
-                raise HTTPError(400, f"malformed multipart body: {exc}") from None
+                if not self._results:
+                    raise HTTPError(400, f"malformed multipart body: {exc}") from None
+                # Parts before the break are stored (or failed) on their own merits:
+                # report them, and the break as one more failure.
+                self._results.append(succeed(Outcome.failed(
+                    CANNOT_UNDERSTAND, f"malformed multipart body: {exc}")))
         else:
+            if self._received == 0:
+                self.abort()
+                raise HTTPError(400, "the request has no body: send a DICOM Part 10 file")
             self._submit(self._current)
             self._current = None
         if not self._results:

@@ -1,0 +1,192 @@
+"""Small helpers for the integration tests: DICOM instances, multipart bodies, the data dir."""
+
+import contextlib
+import hashlib
+import io
+import itertools
+import os
+import socket
+import random
+import sqlite3
+import time
+
+import numpy
+import pydicom
+import requests
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+DICOM = "application/dicom"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+TEST_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+
+# A root per test run, so UIDs never collide with an earlier run's data dir.
+_ROOT = f"1.2.826.0.1.3680043.10.{random.randrange(1, 10 ** 9)}"
+_serial = itertools.count(1)
+
+
+def new_uid():
+    """A fresh, valid UID (PS3.5 §9.1)."""
+    return f"{_ROOT}.{next(_serial)}"
+
+
+def dataset(study_uid=None, sop_uid=None, series_uid=None, rows=16, columns=16, seed=0,
+            **attributes):
+    """A CT image data set with File Meta Information; pixels are random from seed."""
+    sop_uid = sop_uid or new_uid()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid or new_uid()
+    ds.SeriesInstanceUID = series_uid or ds.StudyInstanceUID + ".1"
+    ds.Modality = "CT"
+    ds.PatientID = "LITEVNA-TEST"
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    pixels = numpy.random.default_rng(seed).integers(-1000, 3000, (rows, columns), numpy.int16)
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def part10(ds):
+    """The Part 10 bytes of a data set."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def instance(**kwargs):
+    """Part 10 bytes of ``dataset(**kwargs)``."""
+    return part10(dataset(**kwargs))
+
+
+def sop_uid_of(data):
+    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+
+
+def multipart_type(boundary, quoted=True):
+    """The Content-Type of a STOW multipart body (PS3.18 §10.5.1.2)."""
+    if quoted:
+        return f'multipart/related; type="{DICOM}"; boundary="{boundary}"'
+    return f"multipart/related; type={DICOM}; boundary={boundary}"
+
+
+def multipart_chunks(parts, boundary, close=True):
+    """Yield a multipart/related body part by part; parts are bytes or (content_type, bytes)."""
+    for part in parts:
+        content_type, data = part if isinstance(part, tuple) else (DICOM, part)
+        assert b"--" + boundary.encode() not in data, "the boundary occurs in a part"
+        yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
+    if close:
+        yield f"--{boundary}--\r\n".encode()
+
+
+def multipart(parts, boundary, close=True):
+    return b"".join(multipart_chunks(parts, boundary, close))
+
+
+def post(url, data, content_type, headers, **kwargs):
+    """POST and check what must hold for every response: no 5xx, no traceback."""
+    response = requests.post(url, data=data, headers={**headers, "Content-Type": content_type},
+                             timeout=60, **kwargs)
+    assert response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+    return response
+
+
+def referenced(body):
+    """SOP Instance UIDs of a STOW response's ReferencedSOPSequence, in order."""
+    return [item["00081155"]["Value"][0] for item in body.get("00081199", {}).get("Value", [])]
+
+
+def failed(body):
+    """(SOP Instance UID or None, FailureReason) of its FailedSOPSequence, in order."""
+    return [((item["00081155"].get("Value") or [None])[0], item["00081197"]["Value"][0])
+            for item in body.get("00081198", {}).get("Value", [])]
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class DataDir:
+    """A read-only look at a server's data dir: the SQLite index and the blob files."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    @contextlib.contextmanager
+    def _db(self):
+        db = sqlite3.connect(f"file:{self.path}/index.sqlite3?mode=ro", uri=True, timeout=10)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def rows(self, sop_uid):
+        """[(label, blob_key, sha256)] of every store's instance with this SOP Instance UID."""
+        with self._db() as db:
+            return db.execute(
+                "SELECT s.label, i.blob_key, i.sha256 FROM instances i "
+                "JOIN stores s ON s.id = i.store_id WHERE i.sop_instance_uid = ?",
+                (sop_uid,)).fetchall()
+
+    def instances(self, label):
+        """{sop_uid: (blob_key, sha256, size)} of a store."""
+        with self._db() as db:
+            return {sop: (key, digest, size) for sop, key, digest, size in db.execute(
+                "SELECT i.sop_instance_uid, i.blob_key, i.sha256, i.size FROM instances i "
+                "JOIN stores s ON s.id = i.store_id WHERE s.label = ?", (label,))}
+
+    def blob_path(self, key):
+        return os.path.join(self.path, "blobs", key)
+
+    def stored(self, label, sop_uid):
+        """The stored bytes of an instance, or None."""
+        rows = [row for row in self.rows(sop_uid) if row[0] == label]
+        if not rows:
+            return None
+        with open(self.blob_path(rows[0][1]), "rb") as fp:
+            return fp.read()
+
+    def wait_staging_empty(self, timeout=5.0):
+        """The staging folder's files once it is empty, or after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = os.listdir(os.path.join(self.path, "staging", socket.gethostname()))
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.05)
+
+
+def provision(data_dir, label, permissions=("read", "write", "delete"),
+              owner="owner@example.org"):
+    """Create store label (and its owner if needed) in data_dir; an API key value for it.
+
+    In-process, through the same Accounts code as ``litevna admin`` (which costs a
+    Python start-up per call).
+    """
+    from litevna.accounts import Accounts
+    from litevna.config import Config
+    from litevna.service import open_backends
+
+    index, keyring = open_backends(Config.from_options({"data-dir": str(data_dir)}))
+    try:
+        accounts = Accounts(index, keyring, time.time)
+        if index.account_by_email(owner) is None:
+            accounts.create_account(owner, "correct horse battery")
+        accounts.create_store(label, owner)
+        return accounts.create_api_key(label, permissions=permissions)["value"]
+    finally:
+        index.close()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
