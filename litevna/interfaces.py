@@ -25,6 +25,9 @@ class IBlobStore(Interface):
     def exists(key):
         """True if key is stored."""
 
+    def local_path(key):
+        """A local file path holding key's bytes, for range reads and zero-copy senders."""
+
 
 class IIndex(Interface):
     """Accounts, stores, keys and the study/series/instance query model.
@@ -66,6 +69,9 @@ class IIndex(Interface):
     def instance(store_id, sop_instance_uid):
         """The instance row (dict) or None."""
 
+    def instances_of(store_id, study_uid, series_uid=None, sop_instance_uid=None, columns=None):
+        """Rows (dicts) of the instances at a level, in series/instance order."""
+
     def count_instances(store_id):
         """How many instances the store holds."""
 
@@ -81,6 +87,9 @@ class IIndexWriter(Interface):
 
     def add_instance(store_id, parsed, blob_key, metadata, replace):
         """Insert (or replace) one instance and its study/series rows."""
+
+    def delete(store_id, study_uid, series_uid=None, sop_instance_uid=None):
+        """Remove a level and what is under it (empty series/studies too); the blob keys."""
 
 
 class IClock(Interface):

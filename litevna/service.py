@@ -4,6 +4,7 @@ import os
 import time
 
 from twisted.application import service, strports
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -12,6 +13,7 @@ from litevna.auth.guard import Guard
 from litevna.auth.keys import Keyring
 from litevna.index.sqlite import SqliteIndex
 from litevna.storage.fs import FileBlobStore
+from litevna.dicomweb.wado import Wado
 from litevna.web import Application
 
 log = Logger()
@@ -57,12 +59,17 @@ def open_backends(config):
 def make_application(config, reactor, cpu_pool):
     """The Application and the services it needs started, for a config."""
     index, keyring = open_backends(config)
-    archive = Archive(reactor, index, FileBlobStore(config.blob_dir), config.staging_dir,
+    blobs = FileBlobStore(config.blob_dir)
+    archive = Archive(reactor, index, blobs, config.staging_dir,
                       cpu_pool, replace_duplicates=config.on_duplicate == "replace")
+
+    def cpu(fn, *args):
+        return deferToThreadPool(reactor, cpu_pool, fn, *args)
+
     guard = Guard(keyring, index.api_key, index.store_by_label, time.time)
     readiness = (("index", lambda: index.count_instances(0)),
                  ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0))
-    application = Application(config, archive, guard, readiness)
+    application = Application(config, archive, guard, Wado(index, blobs, cpu), readiness)
     return application, _ArchiveService(archive, index)
 
 

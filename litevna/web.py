@@ -9,7 +9,11 @@ from twisted.logger import Logger
 from litevna.auth.credentials import request_token
 from litevna.auth.guard import Forbidden, Unauthorized
 from litevna.dicomweb.stow import StowBody, stow_response, stow_target
+from litevna.dicomweb.wado import DICOM_JSON as DICOM_JSON_TYPE
+from litevna.dicomweb.wado import Body, accept_ranges
+from litevna.http.cors import Cors
 from litevna.http.errors import HTTPError, write_error
+from litevna.http.producers import FileRange, PiecesProducer
 from litevna.http.site import LiteSite
 
 log = Logger()
@@ -30,14 +34,19 @@ class Application:
 
     app = Klein()
 
-    def __init__(self, config, archive, guard, readiness=()):
+    def __init__(self, config, archive, guard, wado, readiness=()):
         self.config = config
         self.archive = archive
         self.guard = guard
+        self.wado = wado
         self._readiness = readiness
 
     def site(self):
-        return LiteSite(self.app.resource(), body_router=self.route_body)
+        return LiteSite(self.app.resource(), body_router=self.route_body,
+                        cors=Cors(self.config.cors_origins))
+
+    def base(self, request, label):
+        return base_url(request, self.config.public_url, label)
 
     def authorize(self, request, label, permission):
         """The request's Principal for store label, or the HTTPError to answer with."""
@@ -112,9 +121,98 @@ class Application:
         return d.addCallback(respond)
 
 
+def send(request, body):
+    """Write a wado.Body: headers now, pieces streamed by a producer."""
+    request.setResponseCode(body.status)
+    for name, value in body.headers.items():
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    if isinstance(body.pieces, (bytes, bytearray)):
+        return bytes(body.pieces)
+    return PiecesProducer(request, body.pieces).start()
+
+
+def accepts_gzip(request):
+    value = (request.getHeader(b"accept-encoding") or b"").lower()
+    return any(part.split(b";")[0].strip() in (b"gzip", b"*") for part in value.split(b","))
+
+
 def _passes(check):
     try:
         check()
     except Exception:  # noqa: BLE001 - a readiness probe reports, it does not raise
         return False
     return True
+
+
+def _wado_routes(cls):
+    """The WADO-RS and DELETE routes, added to Application below (kept thin)."""
+    app = cls.app
+
+    @app.route("/<label>/dicomweb/studies/<study>", methods=["GET"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>", methods=["GET"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>",
+               methods=["GET"])
+    def retrieve(self, request, label, study, series=None, sop=None):
+        principal = self.authorize(request, label, "read")
+        d = maybeDeferred(self.wado.retrieve, principal.store_id, accept_ranges(request),
+                          study, series, sop)
+        return d.addCallback(lambda body: send(request, body))
+
+    @app.route("/<label>/dicomweb/studies/<study>/metadata", methods=["GET"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/metadata", methods=["GET"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>/metadata",
+               methods=["GET"])
+    def metadata(self, request, label, study, series=None, sop=None):
+        principal = self.authorize(request, label, "read")
+        if not any(r.matches(DICOM_JSON_TYPE) or r.type == "application/json"
+                   for r in accept_ranges(request)):
+            raise HTTPError(406, "metadata is available as application/dicom+json")
+        gzip = accepts_gzip(request)
+        base = self.base(request, label)
+        etag = self.wado.metadata_etag(principal.store_id, base, gzip, study, series, sop)
+        request.setHeader(b"ETag", etag.encode())
+        request.setHeader(b"Cache-Control", b"private, no-cache")
+        request.setHeader(b"Vary", b"Accept-Encoding")
+        match = request.getHeader(b"if-none-match")
+        if match is not None and etag.encode() in [m.strip() for m in match.split(b",")]:
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"Content-Type", DICOM_JSON)
+        if gzip:
+            request.setHeader(b"Content-Encoding", b"gzip")
+        return self.wado.metadata(principal.store_id, base, gzip, etag, study, series, sop)
+
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
+               "/frames/<frame_list>", methods=["GET"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
+               "/frame/<frame_list>", methods=["GET"])
+    def frames(self, request, label, study, series, sop, frame_list):
+        principal = self.authorize(request, label, "read")
+        return send(request, self.wado.frames(principal.store_id, accept_ranges(request),
+                                              study, series, sop, frame_list))
+
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
+               "/bulkdata/<path:tag_path>", methods=["GET"])
+    def bulkdata(self, request, label, study, series, sop, tag_path):
+        principal = self.authorize(request, label, "read")
+        return send(request, self.wado.bulkdata(principal.store_id, accept_ranges(request),
+                                                request.getHeader(b"range"), study, series,
+                                                sop, tag_path))
+
+    @app.route("/<label>/dicomweb/studies/<study>", methods=["DELETE"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>", methods=["DELETE"])
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>",
+               methods=["DELETE"])
+    def delete(self, request, label, study, series=None, sop=None):
+        principal = self.authorize(request, label, "delete")
+
+        def deleted(_):
+            request.setResponseCode(204)
+            return b""
+
+        return self.wado.delete(principal.store_id, study, series, sop).addCallback(deleted)
+
+    return cls
+
+
+_wado_routes(Application)

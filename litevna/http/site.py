@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 from twisted.web import server
 from twisted.web.http import RESPONSES
 
+from litevna.http.cors import Cors
 from litevna.http.errors import HTTPError
 
 #: Largest body buffered for routes without a streaming sink (JSON APIs).
@@ -89,6 +90,8 @@ class StreamingRequest(server.Request):
         if self.path_token is not None:
             self.uri = _strip_key(self.uri.split(b"?", 1)[0])[0] + (
                 b"?" + self.uri.split(b"?", 1)[1] if b"?" in self.uri else b"")
+        if self.channel.site.cors.apply(self):
+            return  # a preflight, answered
         super().process()
 
     def connectionLost(self, reason):
@@ -105,7 +108,8 @@ class StreamingRequest(server.Request):
                 "Content-Type: application/json", f"Content-Length: {len(body)}",
                 "Connection: close"]
         head += [f"{k}: {v}" for k, v in error.headers.items()]
-        head += [f"{k.decode()}: {v.decode()}" for k, v in self.channel.site.early_headers(self)]
+        origin = self.requestHeaders.getRawHeaders(b"origin", [None])[0]
+        head += [f"{k.decode()}: {v.decode()}" for k, v in self.channel.site.cors.headers(origin)]
         transport = self.channel.transport
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         # Keep reading (and dropping) a little, so the client sees the answer, not a reset.
@@ -131,7 +135,7 @@ class LiteSite(server.Site):
 
     requestFactory = StreamingRequest
 
-    def __init__(self, resource, body_router=None, early_headers=None, **kwargs):
+    def __init__(self, resource, body_router=None, cors=None, **kwargs):
         super().__init__(resource, **kwargs)
         self.body_router = body_router or (lambda request, method, path, length: None)
-        self.early_headers = early_headers or (lambda request: ())
+        self.cors = cors or Cors(())

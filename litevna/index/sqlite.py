@@ -161,6 +161,24 @@ class SqliteIndex:
             row["frames"] = frame_table.unpack(row["frames"])
         return row
 
+    def instances_of(self, store_id, study_uid, series_uid=None, sop_instance_uid=None,
+                     columns="i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, "
+                             "i.blob_key, i.size, i.sha256, i.number_of_frames"):
+        """Rows of the instances at a level, in series then instance order (empty if none)."""
+        sql = (f"SELECT {columns}, se.series_uid, st.study_uid FROM instances i "
+               "JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = se.study_pk "
+               "WHERE st.store_id = ? AND st.study_uid = ?")
+        args = [store_id, study_uid]
+        if series_uid is not None:
+            sql += " AND se.series_uid = ?"
+            args.append(series_uid)
+        if sop_instance_uid is not None:
+            sql += " AND i.sop_instance_uid = ?"
+            args.append(sop_instance_uid)
+        sql += (" ORDER BY se.series_number IS NULL, se.series_number, se.id, "
+                "i.instance_number IS NULL, i.instance_number, i.sop_instance_uid")
+        return self._query(sql, args)
+
     def count_instances(self, store_id):
         return self._one("SELECT COUNT(*) AS n FROM instances WHERE store_id = ?",
                          (store_id,))["n"]
@@ -214,6 +232,32 @@ class _Writer:
              instance["columns"], instance["bits_allocated"], parsed.transfer_syntax, blob_key,
              parsed.size, parsed.sha256, frame_table.pack(parsed.frames), metadata,
              self._clock()))
+
+    def delete(self, store_id, study_uid, series_uid=None, sop_instance_uid=None):
+        """Remove a study, series or instance with everything under it; the blob keys freed."""
+        where = "st.store_id = ? AND st.study_uid = ?"
+        args = [store_id, study_uid]
+        if series_uid is not None:
+            where += " AND se.series_uid = ?"
+            args.append(series_uid)
+        if sop_instance_uid is not None:
+            where += " AND i.sop_instance_uid = ?"
+            args.append(sop_instance_uid)
+        rows = self._conn.execute(
+            "SELECT i.id, i.blob_key, se.id, st.id FROM instances i "
+            "JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = se.study_pk "
+            f"WHERE {where}", args).fetchall()
+        if not rows:
+            return []
+        self._conn.executemany("DELETE FROM instances WHERE id = ?", [(r[0],) for r in rows])
+        for series_pk in {r[2] for r in rows}:
+            self._conn.execute("DELETE FROM series WHERE id = ? AND NOT EXISTS "
+                               "(SELECT 1 FROM instances WHERE series_pk = ?)",
+                               (series_pk, series_pk))
+        for study_pk in {r[3] for r in rows}:
+            self._conn.execute("DELETE FROM studies WHERE id = ? AND NOT EXISTS "
+                               "(SELECT 1 FROM series WHERE study_pk = ?)", (study_pk, study_pk))
+        return [r[1] for r in rows]
 
     def _upsert(self, table, keys, key_values, columns, attrs):
         where = " AND ".join(f"{k} = ?" for k in keys)

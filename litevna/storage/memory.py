@@ -2,6 +2,7 @@
 
 import io
 import os
+import tempfile
 
 from zope.interface import implementer
 
@@ -35,3 +36,9 @@ class MemoryBlobStore:
 
     def exists(self, key):
         return key in self.blobs
+
+    def local_path(self, key):
+        fd, path = tempfile.mkstemp(prefix="litevna-blob-")
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(self.blobs[key])
+        return path
