@@ -262,3 +262,21 @@ def multipart_body(parts_iter: Iterable[Path | list[bytes]], boundary: str) -> I
 
 def content_type(boundary: str) -> str:
     return f'multipart/related; type="{PART_CONTENT_TYPE}"; boundary={boundary}'
+
+
+# --------------------------------------------------------------------------- multi-frame
+
+def multiframe_file(frames: int = 100, rows: int = 512, cols: int = 512) -> Path:
+    """A cached multi-frame CT-like instance (Enhanced-style NumberOfFrames), one file."""
+    path = CACHE_DIR / f"mf-{frames}-{rows}x{cols}.dcm"
+    if not path.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        ds = _ct_header(generate_uid(), generate_uid(), generate_uid(), rows, cols)
+        uid = generate_uid()
+        _set_slice(ds, 0, uid)
+        ds.NumberOfFrames = frames
+        ds.PixelData = np.concatenate([phantom(i, frames, rows, cols) for i in range(frames)]).tobytes()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(_encode(ds, uid))
+        os.replace(tmp, path)
+    return path

@@ -26,16 +26,22 @@ def _config(args):
 
 def serve(args):
     from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
     from twisted.logger import globalLogBeginner
 
-    from litevna.logs import observer_for
+    from litevna.logs import BatchedFile, observer_for
     from litevna.service import make_service
 
     config = _config(args)
-    globalLogBeginner.beginLoggingTo([observer_for(config.log_format)], redirectStandardIO=False)
+    out = BatchedFile(sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer_for(config.log_format, out)],
+                                     redirectStandardIO=False)
     top = make_service(config, reactor)
+    flusher = LoopingCall(out.flush_now)
     reactor.callWhenRunning(top.startService)
+    reactor.callWhenRunning(flusher.start, 0.5)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.addSystemEventTrigger("after", "shutdown", out.flush_now)
     reactor.run()
     return 0
 

@@ -128,6 +128,8 @@ def send(request, body):
         request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
     if isinstance(body.pieces, (bytes, bytearray)):
         return bytes(body.pieces)
+    if body.length is not None:
+        request.setHeader(b"Content-Length", str(body.length).encode())
     return PiecesProducer(request, body.pieces).start()
 
 

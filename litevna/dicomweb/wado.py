@@ -43,10 +43,12 @@ _FRAME_LIST = re.compile(r"^[0-9]+(,[0-9]+)*$")
 
 
 class Body:
-    """A response: status, headers, and pieces for PiecesProducer (or bytes)."""
+    """A response: status, headers, pieces for PiecesProducer (or bytes), and its
+    length when known up front (then sent as Content-Length, not chunked)."""
 
-    def __init__(self, status=200, headers=None, pieces=()):
+    def __init__(self, status=200, headers=None, pieces=(), length=None):
         self.status, self.headers, self.pieces = status, headers or {}, pieces
+        self.length = length
 
 
 def check_uids(*uids):
@@ -180,12 +182,21 @@ class Wado:
 
     def _instances(self, store_id, study, series=None, sop=None, columns=None):
         check_uids(study, series, sop)
+        if sop is not None and columns is None:
+            return [self._instance(store_id, study, series, sop)]
         kwargs = {"columns": columns} if columns else {}
         rows = self._index.instances_of(store_id, study, series, sop, **kwargs)
         if not rows:
             raise HTTPError(404, "no such " + ("instance" if sop else "series" if series
                                                 else "study"))
         return rows
+
+    def _instance(self, store_id, study, series, sop):
+        """One instance's row, 404 unless it is in that study and series."""
+        row = self._index.instance(store_id, sop)
+        if row is None or row["study_uid"] != study or row["series_uid"] != series:
+            raise HTTPError(404, "no such instance")
+        return row
 
     # Retrieve.
 
@@ -202,7 +213,8 @@ class Wado:
             row = rows[0]
             if transfer_syntax in ("*", row["transfer_syntax"]):
                 return Body(headers={"Content-Type": DICOM},
-                            pieces=[self._instance_piece(row, transfer_syntax)])
+                            pieces=[self._instance_piece(row, transfer_syntax)],
+                            length=row["size"])
             # Converted before the answer starts, so a codec failure is still a 406.
             d = self._cpu(to_explicit_little_endian, self._blobs.local_path(row["blob_key"]))
             return d.addCallbacks(lambda data: Body(headers={"Content-Type": DICOM},
@@ -215,9 +227,12 @@ class Wado:
             return Body(headers={"Content-Type": "application/zip"},
                         pieces=zip_pieces(entries))
         boundary = new_boundary()
+        pieces = self._multipart_instances(rows, transfer_syntax, boundary)
+        if all(transfer_syntax in ("*", row["transfer_syntax"]) for row in rows):
+            pieces = list(pieces)  # only headers and file ranges: its length is known
         return Body(headers={"Content-Type": f'multipart/related; type="{DICOM}"; '
                                              f"boundary={boundary}"},
-                    pieces=self._multipart_instances(rows, transfer_syntax, boundary))
+                    pieces=pieces, length=_length(pieces))
 
     def _instance_piece(self, row, transfer_syntax):
         path = self._blobs.local_path(row["blob_key"])
@@ -269,9 +284,7 @@ class Wado:
     def frames(self, store_id, ranges, study, series, sop, frame_list):
         check_uids(study, series, sop)
         numbers = parse_frame_list(frame_list)
-        row = self._index.instance(store_id, sop)
-        if row is None or row["study_uid"] != study or row["series_uid"] != series:
-            raise HTTPError(404, "no such instance")
+        row = self._instance(store_id, study, series, sop)
         if not row["number_of_frames"]:
             raise HTTPError(404, "this instance has no pixel data")
         too_far = [n for n in numbers if n > row["number_of_frames"]]
@@ -282,10 +295,12 @@ class Wado:
         path = self._blobs.local_path(row["blob_key"])
         boundary = new_boundary()
         part_type = f"{media_type}; transfer-syntax={transfer_syntax}"
+        pieces = self._frame_pieces(row, path, numbers, conversion, part_type, boundary)
+        if conversion is None and row["frames"] is not None:
+            pieces = list(pieces)  # range reads only: its length is known
         return Body(headers={"Content-Type": f'multipart/related; type="{media_type}"; '
                                              f"boundary={boundary}"},
-                    pieces=self._frame_pieces(row, path, numbers, conversion, part_type,
-                                              boundary))
+                    pieces=pieces, length=_length(pieces))
 
     def _frame_pieces(self, row, path, numbers, conversion, part_type, boundary):
         table = row["frames"]
@@ -307,9 +322,7 @@ class Wado:
         check_uids(study, series, sop)
         if not _TAG_PATH.match(tag_path):
             raise HTTPError(404, "no such bulk data")
-        row = self._index.instance(store_id, sop)
-        if row is None or row["study_uid"] != study or row["series_uid"] != series:
-            raise HTTPError(404, "no such instance")
+        row = self._instance(store_id, study, series, sop)
         path = self._blobs.local_path(row["blob_key"])
         single = _single_part(ranges)
         table = row["frames"]
@@ -324,14 +337,6 @@ class Wado:
         d = self._cpu(element_value, path, tag_path)
         return d.addCallback(lambda data: _octets_bytes(data, single, range_header,
                                                         row["transfer_syntax"]))
-
-    def pixel_data(self, store_id, study, series, sop):
-        """The row and file of an instance for its PixelData bulk data."""
-        check_uids(study, series, sop)
-        row = self._index.instance(store_id, sop)
-        if row is None or row["study_uid"] != study or row["series_uid"] != series:
-            raise HTTPError(404, "no such instance")
-        return row, self._blobs.local_path(row["blob_key"])
 
     # Delete.
 
@@ -352,6 +357,19 @@ class Wado:
                                                     else "study"))
 
         return self._cpu(remove).addCallback(done)
+
+
+def _length(pieces):
+    """The total length of pieces if every one is known now, else None."""
+    total = 0
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            total += len(piece)
+        elif isinstance(piece, FileRange) and piece.length is not None:
+            total += piece.length
+        else:
+            return None
+    return total
 
 
 def _swapped(path, fragments, bits_allocated):

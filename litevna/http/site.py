@@ -21,6 +21,8 @@ from litevna.http.errors import HTTPError
 SMALL_BODY_LIMIT = 1 << 20
 #: Socket read size while a body streams into a sink.
 STREAM_READ_SIZE = 1 << 20
+#: Bytes handed to one send() of a response.
+SEND_LIMIT = 1 << 20
 #: Seconds to keep reading (and dropping) a refused body so the client sees the answer.
 LINGER_SECONDS = 2.0
 
@@ -45,6 +47,9 @@ class StreamingRequest(server.Request):
     _refused = False
 
     def gotLength(self, length):
+        # Twisted sends at most SEND_LIMIT (128 KiB) per write readiness; whole frames and
+        # files go out in fewer reactor turns with a larger one.
+        self.channel.transport.SEND_LIMIT = SEND_LIMIT
         site = self.channel.site
         # The channel has parsed the request line but not told the request yet.
         method, uri = self.channel._command, self.channel._path

@@ -154,7 +154,7 @@ class SqliteIndex:
 
     def instance(self, store_id, sop_instance_uid):
         row = self._one(
-            "SELECT i.*, se.series_uid, st.study_uid FROM instances i "
+            f"SELECT {_INSTANCE_COLUMNS}, se.series_uid, st.study_uid FROM instances i "
             "JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = se.study_pk "
             "WHERE i.store_id = ? AND i.sop_instance_uid = ?", (store_id, sop_instance_uid))
         if row is not None:
@@ -270,6 +270,12 @@ class _Writer:
         marks = ", ".join("?" * len(names))
         return self._conn.execute(
             f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", values).lastrowid
+
+
+# What a read of one instance needs (never its metadata document).
+_INSTANCE_COLUMNS = ", ".join("i." + c for c in (
+    "sop_instance_uid", "sop_class_uid", "transfer_syntax", "blob_key", "size", "sha256",
+    "number_of_frames", "rows", "columns", "bits_allocated", "frames", "instance_number"))
 
 
 def _statements(script):
