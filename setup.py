@@ -69,10 +69,9 @@ setup(
         "orjson>=3.9",
         "txredisapi>=1.4",
         "zope.interface>=6",
+        "isal>=1.6",
+        "pylibjpeg>=2", "pylibjpeg-libjpeg>=2", "pylibjpeg-openjpeg>=2", "pylibjpeg-rle>=2",
+        "pyjpegls>=1.2",
     ],
-    extras_require={
-        "codecs": ["pylibjpeg>=2", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle",
-                   "pyjpegls"],
-    },
     entry_points={"console_scripts": ["litevna = litevna.cli:main"]},
 )

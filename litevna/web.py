@@ -129,8 +129,9 @@ def send(request, body):
     if isinstance(body.pieces, (bytes, bytearray)):
         return bytes(body.pieces)
     if body.length is not None:
+        # A fixed length means no chunk framing, so file ranges may go out by sendfile.
         request.setHeader(b"Content-Length", str(body.length).encode())
-    return PiecesProducer(request, body.pieces).start()
+    return PiecesProducer(request, body.pieces, zero_copy=body.length is not None).start()
 
 
 def accepts_gzip(request):

@@ -7,11 +7,13 @@ import itertools
 import os
 import socket
 import random
+import re
 import sqlite3
 import time
 
 import numpy
 import pydicom
+import pytest
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -31,8 +33,11 @@ def new_uid():
 
 
 def dataset(study_uid=None, sop_uid=None, series_uid=None, rows=16, columns=16, seed=0,
-            **attributes):
-    """A CT image data set with File Meta Information; pixels are random from seed."""
+            frames=1, **attributes):
+    """A CT image data set with File Meta Information; pixels are random from seed.
+
+    With ``frames`` > 1 it is a multi-frame image (NumberOfFrames set).
+    """
     sop_uid = sop_uid or new_uid()
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -50,7 +55,10 @@ def dataset(study_uid=None, sop_uid=None, series_uid=None, rows=16, columns=16, 
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
-    pixels = numpy.random.default_rng(seed).integers(-1000, 3000, (rows, columns), numpy.int16)
+    shape = (rows, columns) if frames == 1 else (frames, rows, columns)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    pixels = numpy.random.default_rng(seed).integers(-1000, 3000, shape, numpy.int16)
     ds.PixelData = pixels.tobytes()
     return ds
 
@@ -101,6 +109,62 @@ def post(url, data, content_type, headers, **kwargs):
     return response
 
 
+def request(method, url, headers=None, session=None, **kwargs):
+    """Any request, checking what must hold for every response: no 5xx, no traceback,
+    no body cut off after its status line (the connection cut mid-stream)."""
+    try:
+        response = (session or requests).request(method, url, headers=headers or {},
+                                                 timeout=60, **kwargs)
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        pytest.fail(f"{method} {url} ({headers}): the connection was cut: {exc}")
+    assert response.status_code < 500, response.text
+    assert b"Traceback" not in response.content
+    return response
+
+
+def get(url, headers=None, session=None, **kwargs):
+    return request("GET", url, headers, session, **kwargs)
+
+
+def boundary_of(content_type):
+    """The boundary parameter of a multipart Content-Type (quoted or not)."""
+    match = re.search(r';\s*boundary=(?:"([^"]+)"|([^;\s]+))', content_type, re.IGNORECASE)
+    assert match, f"no boundary in {content_type!r}"
+    return match.group(1) or match.group(2)
+
+
+def parse_multipart(content_type, body):
+    """[(part headers with lower-case names, part bytes)] of a multipart/related body.
+
+    Strict on framing (RFC 2046 §5.1.1): the body is the delimiter-separated
+    parts and the closing delimiter, nothing else but an optional final CRLF.
+    """
+    assert content_type.lower().startswith("multipart/related"), content_type
+    delimiter = b"--" + boundary_of(content_type).encode()
+    assert body.startswith(delimiter + b"\r\n"), body[:100]
+    closing = b"\r\n" + delimiter + b"--"
+    end = body.rfind(closing)
+    assert end >= 0 and body[end + len(closing):] in (b"", b"\r\n"), body[-100:]
+    parts = []
+    for chunk in body[len(delimiter) + 2:end].split(b"\r\n" + delimiter + b"\r\n"):
+        if chunk.startswith(b"\r\n"):  # a part without headers
+            head, separator, data = b"", True, chunk[2:]
+        else:
+            head, separator, data = chunk.partition(b"\r\n\r\n")
+        assert separator, f"a part without a header/body separator: {chunk[:100]!r}"
+        headers = {}
+        for line in filter(None, head.decode("latin-1").split("\r\n")):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        parts.append((headers, data))
+    return parts
+
+
+def multipart_parts(response):
+    """The parts of a multipart response (see parse_multipart)."""
+    return parse_multipart(response.headers.get("Content-Type", ""), response.content)
+
+
 def referenced(body):
     """SOP Instance UIDs of a STOW response's ReferencedSOPSequence, in order."""
     return [item["00081155"]["Value"][0] for item in body.get("00081199", {}).get("Value", [])]
@@ -144,6 +208,21 @@ class DataDir:
             return {sop: (key, digest, size) for sop, key, digest, size in db.execute(
                 "SELECT i.sop_instance_uid, i.blob_key, i.sha256, i.size FROM instances i "
                 "JOIN stores s ON s.id = i.store_id WHERE s.label = ?", (label,))}
+
+    def series(self, label):
+        """{series UID: study UID} of a store's series rows."""
+        with self._db() as db:
+            return dict(db.execute(
+                "SELECT se.series_uid, st.study_uid FROM series se "
+                "JOIN studies st ON st.id = se.study_pk "
+                "JOIN stores s ON s.id = st.store_id WHERE s.label = ?", (label,)))
+
+    def studies(self, label):
+        """The Study Instance UIDs of a store's study rows."""
+        with self._db() as db:
+            return {uid for (uid,) in db.execute(
+                "SELECT st.study_uid FROM studies st JOIN stores s ON s.id = st.store_id "
+                "WHERE s.label = ?", (label,))}
 
     def blob_path(self, key):
         return os.path.join(self.path, "blobs", key)

@@ -6,8 +6,8 @@ request time only when a client asks for another transfer syntax.
 """
 
 import hashlib
+import os
 import re
-import zlib
 from collections import OrderedDict
 
 from twisted.internet.defer import succeed
@@ -18,6 +18,7 @@ from litevna.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, ENCAPSULATED, EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS, is_valid_uid,
 )
+from litevna.http.compression import gzip_bytes
 from litevna.http.errors import HTTPError
 from litevna.http.headers import MediaTypeError, parse_accept
 from litevna.http.producers import FileRange, read_range
@@ -27,6 +28,7 @@ DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 OCTET = "application/octet-stream"
 MAX_FRAMES_PER_REQUEST = 10000
+ROW_CACHE_SIZE = 20000
 
 #: PS3.18 Table 8.7.3-5: the media type of each compressed pixel data transfer syntax.
 FRAME_MEDIA_TYPES = {
@@ -179,6 +181,7 @@ class Wado:
         self._blobs = blobs
         self._cpu = cpu  # cpu(fn, *args) -> Deferred, run in the CPU thread pool
         self.metadata_cache = MetadataCache()
+        self._rows = OrderedDict()
 
     def _instances(self, store_id, study, series=None, sop=None, columns=None):
         check_uids(study, series, sop)
@@ -192,9 +195,22 @@ class Wado:
         return rows
 
     def _instance(self, store_id, study, series, sop):
-        """One instance's row, 404 unless it is in that study and series."""
-        row = self._index.instance(store_id, sop)
-        if row is None or row["study_uid"] != study or row["series_uid"] != series:
+        """One instance's row, 404 unless it is in that study and series.
+
+        Rows are cached: a cached row is trusted only while its blob file exists, and
+        every version of an instance has its own blob file, so a row made stale by a
+        DELETE or a replacement (in this process or another) is noticed and re-read."""
+        key = (store_id, sop)
+        row = self._rows.get(key)
+        if row is None or not os.path.exists(self._blobs.local_path(row["blob_key"])):
+            row = self._index.instance(store_id, sop)
+            if row is None:
+                self._rows.pop(key, None)
+                raise HTTPError(404, "no such instance")
+            self._rows[key] = row
+            if len(self._rows) > ROW_CACHE_SIZE:
+                self._rows.popitem(last=False)
+        if row["study_uid"] != study or row["series_uid"] != series:
             raise HTTPError(404, "no such instance")
         return row
 
@@ -268,10 +284,7 @@ class Wado:
             rows = self._index.instances_of(store_id, study, series, sop, columns="i.metadata")
             document = b"[" + b",".join(row["metadata"] for row in rows) + b"]"
             document = jsonmodel.absolute(document, base_url)
-            if gzip:
-                compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-                document = compressor.compress(document) + compressor.flush()
-            return document
+            return gzip_bytes(document) if gzip else document
 
         def keep(document):
             self.metadata_cache.put(key, document)
@@ -347,6 +360,7 @@ class Wado:
         def remove():
             with self._index.write() as writer:
                 keys = writer.delete(store_id, study, series, sop)
+            self._rows.clear()
             for key in keys:
                 self._blobs.delete(key)
             return len(keys)

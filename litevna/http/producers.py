@@ -40,8 +40,9 @@ def read_range(path, offset, length):
 class PiecesProducer:
     """Writes pieces to a request as fast as the client reads them."""
 
-    def __init__(self, request, pieces):
+    def __init__(self, request, pieces, zero_copy=False):
         self._request = request
+        self._transport = _sendfile_transport(request) if zero_copy else None
         self._pieces = iter(pieces)
         self._fd = None
         self._remaining = 0
@@ -55,6 +56,8 @@ class PiecesProducer:
     def start(self):
         """Begin streaming; ``done`` fires when the body is complete (or failed)."""
         self._request.registerProducer(self, True)
+        if self._transport is not None:
+            self._request.write(b"")  # the status line and headers go before any sendfile
         self._pump()
         return self.done
 
@@ -106,6 +109,9 @@ class PiecesProducer:
         self._observe = piece.observe
 
     def _write_chunk(self):
+        if self._transport is not None:
+            self._sendfile()
+            return
         data = os.pread(self._fd, min(CHUNK, self._remaining), self._position)
         if not data:
             raise OSError("a stored file is shorter than its index says")
@@ -116,6 +122,32 @@ class PiecesProducer:
         if self._remaining <= 0:
             self._close()
         self._request.write(data)
+
+    def _sendfile(self):
+        """Hand file bytes to the socket without copying them through Python.
+
+        Only once Twisted's own buffer (headers, earlier pieces) is empty; when the
+        socket is full, let the transport wake us as it does for its own buffer."""
+        transport = self._transport
+        if transport.dataBuffer[transport.offset:] or transport._tempDataBuffer:
+            self._wait_for_socket()
+            return
+        try:
+            sent = os.sendfile(transport.fileno(), self._fd, self._position, self._remaining)
+        except BlockingIOError:
+            sent = 0
+        if sent == 0:
+            self._wait_for_socket()
+            return
+        self._position += sent
+        self._remaining -= sent
+        if self._remaining <= 0:
+            self._close()
+
+    def _wait_for_socket(self):
+        self._paused = True
+        self._transport.producerPaused = True  # doWrite resumes the producer once writable
+        self._transport.startWriting()
 
     def _close(self):
         if self._fd is not None:
@@ -138,3 +170,14 @@ class PiecesProducer:
             transport.abortConnection()
         if not self.done.called:
             self.done.errback(failure)
+
+
+def _sendfile_transport(request):
+    """The TCP transport under request if os.sendfile can write to it directly, else None."""
+    transport = getattr(request.channel, "transport", None)
+    if transport is None or request.method == b"HEAD" or not hasattr(os, "sendfile") or \
+            type(transport).__name__ != "Server" or \
+            not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataBuffer",
+                                                    "producerPaused", "startWriting")):
+        return None  # TLS, a test transport or another reactor: the copying path
+    return transport
