@@ -3,7 +3,7 @@
 import orjson
 import werkzeug.exceptions
 from klein import Klein
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from litevna.auth.credentials import request_token
@@ -122,7 +122,10 @@ class Application:
 
 
 def send(request, body):
-    """Write a wado.Body: headers now, pieces streamed by a producer."""
+    """Write a wado.Body (or, once it fires, a Deferred one): headers now, pieces
+    streamed by a producer."""
+    if isinstance(body, Deferred):
+        return body.addCallback(lambda ready: send(request, ready))
     request.setResponseCode(body.status)
     for name, value in body.headers.items():
         request.setHeader(name.encode("latin-1"), value.encode("latin-1"))

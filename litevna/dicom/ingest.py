@@ -87,19 +87,23 @@ def parse_part10(path, study_uid=None):
                                 f"transfer syntax {transfer_syntax} is not supported")
         _check_complete(dataset)
         uids = _identify(dataset, study_uid)
-        pixel = None
-        if transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            pixel = _pixel_element(source, pixel_position, dataset, transfer_syntax)
         bulk_prefix = jsonmodel.bulkdata_prefix(*uids[:2], uids[2])
-        metadata = _to_json(dataset, bulk_prefix)
-        if pixel is not None:
-            metadata[f"{pixel.tag:08X}"] = {
-                "vr": pixel.vr, "BulkDataURI": f"{bulk_prefix}/{pixel.tag:08X}"}
-        number_of_frames = _number_of_frames(dataset) if pixel is not None else 0
-        frames = _frames(source if pixel is None or not pixel.encapsulated else fp, pixel,
-                         dataset, transfer_syntax, size, number_of_frames)
-        if pixel is not None:
-            _check_trailer(fp, pixel, dataset, size)
+        if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            # The body is one deflate stream: no byte offsets, so frames are decoded
+            # (from the whole data set) when asked for.
+            metadata, number_of_frames = _deflated(fp, dataset, bulk_prefix)
+            frames = None
+        else:
+            pixel = _pixel_element(source, pixel_position, dataset, transfer_syntax)
+            metadata = _to_json(dataset, bulk_prefix)
+            number_of_frames = _number_of_frames(dataset) if pixel is not None else 0
+            frames = _frames(source if pixel is None or not pixel.encapsulated else fp, pixel,
+                             dataset, transfer_syntax, size, number_of_frames)
+            if pixel is not None:
+                metadata[f"{pixel.tag:08X}"] = {
+                    "vr": pixel.vr, "BulkDataURI": f"{bulk_prefix}/{pixel.tag:08X}"}
+                _check_trailer(fp, pixel, dataset, size)
+                metadata.update(_trailer(fp, pixel, dataset, size, bulk_prefix))
     study_uid, series_uid, sop_instance_uid, sop_class_uid = uids
     return ParsedInstance(
         study_uid=study_uid, series_uid=series_uid, sop_instance_uid=sop_instance_uid,
@@ -252,6 +256,60 @@ def _int(value):
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+_TRAILING_PADDING = 0xFFFCFFFC
+_MAX_TRAILER = 64 << 20
+
+
+def _deflated(fp, header, bulk_prefix):
+    """(metadata, number of frames) of a Deflated Explicit VR Little Endian file."""
+    fp.seek(0)
+    try:
+        dataset = pydicom.dcmread(fp, force=True)
+    except Exception as exc:  # noqa: BLE001 - whatever pydicom raises, the bytes are unreadable
+        raise IngestFailure(CANNOT_UNDERSTAND, f"cannot inflate the data set: {exc}") from None
+    pixel = None
+    for tag in _PIXEL_TAGS + (_TRAILING_PADDING,):
+        if tag in dataset:
+            element = dataset[tag]
+            del dataset[tag]
+            if tag != _TRAILING_PADDING:
+                pixel = (tag, element.VR)
+    metadata = _to_json(dataset, bulk_prefix)
+    if pixel is None:
+        return metadata, 0
+    metadata[f"{pixel[0]:08X}"] = {"vr": pixel[1], "BulkDataURI": f"{bulk_prefix}/{pixel[0]:08X}"}
+    return metadata, _number_of_frames(header)
+
+
+def _trailer(fp, pixel, dataset, size, bulk_prefix):
+    """The DICOM JSON of the elements after the pixel data (private groups such as
+    (7FE1,xxxx) are metadata too); trailing padding (FFFC,FFFC) has no meaning."""
+    end = frame_table.element_end(fp, pixel, size)
+    if end >= size or size - end > _MAX_TRAILER:
+        return {}
+    fp.seek(end)
+    data = fp.read(size - end)
+    try:
+        from pydicom.filereader import read_dataset
+
+        trailer = read_dataset(io.BytesIO(data), dataset.original_encoding[0] is True,
+                               dataset.original_encoding[1] is not False)
+        trailer.pop(_TRAILING_PADDING, None)
+        if not trailer:
+            return {}
+        if "SpecificCharacterSet" in dataset:  # the trailer's text is in the set's encoding
+            trailer.SpecificCharacterSet = dataset.SpecificCharacterSet
+        document = _to_json(trailer, bulk_prefix)
+    except IngestFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable trailer elements
+        raise IngestFailure(CANNOT_UNDERSTAND,
+                            f"cannot read the elements after the pixel data: {exc}") from None
+    document.pop("00080005", None)
+    return document
 
 
 def _check_trailer(fp, pixel, dataset, size):

@@ -6,14 +6,17 @@ request time only when a client asks for another transfer syntax.
 """
 
 import hashlib
+import itertools
 import os
 import re
+import struct
 from collections import OrderedDict
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 
 from litevna.dicom import jsonmodel
-from litevna.dicom.transcode import CannotTranscode, decoded_frame, to_explicit_little_endian
+from litevna.dicom.transcode import (CannotTranscode, can_convert, decoded_frame,
+                                     to_explicit_little_endian)
 from litevna.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, ENCAPSULATED, EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS, is_valid_uid,
@@ -106,6 +109,11 @@ def frames_choice(ranges, stored):
             part_type, asked = OCTET, "*"
         else:
             continue
+        if part_type == "*/*":  # any part type (dicomweb-client's default): as stored
+            part_type, asked = OCTET, asked or "*"
+        elif part_type.endswith("/*") and \
+                FRAME_MEDIA_TYPES.get(stored, OCTET).startswith(part_type[:-1]):
+            part_type = FRAME_MEDIA_TYPES.get(stored, OCTET)
         if part_type == OCTET:
             if asked == "*" or asked == stored:
                 if stored in ENCAPSULATED:
@@ -225,6 +233,12 @@ class Wado:
                 raise not_acceptable(f"transfer syntax {transfer_syntax}: instance "
                                      f"{row['sop_instance_uid']} is stored as "
                                      f"{row['transfer_syntax']}")
+            if transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN and \
+                    not can_convert(row["transfer_syntax"], row["number_of_frames"]):
+                raise not_acceptable(f"Explicit VR Little Endian: instance "
+                                     f"{row['sop_instance_uid']} is stored as "
+                                     f"{row['transfer_syntax']}, which this server cannot "
+                                     f"decode; ask for transfer-syntax=*")
         if kind == "part10":
             row = rows[0]
             if transfer_syntax in ("*", row["transfer_syntax"]):
@@ -243,12 +257,12 @@ class Wado:
             return Body(headers={"Content-Type": "application/zip"},
                         pieces=zip_pieces(entries))
         boundary = new_boundary()
+        headers = {"Content-Type": f'multipart/related; type="{DICOM}"; boundary={boundary}'}
         pieces = self._multipart_instances(rows, transfer_syntax, boundary)
         if all(transfer_syntax in ("*", row["transfer_syntax"]) for row in rows):
             pieces = list(pieces)  # only headers and file ranges: its length is known
-        return Body(headers={"Content-Type": f'multipart/related; type="{DICOM}"; '
-                                             f"boundary={boundary}"},
-                    pieces=pieces, length=_length(pieces))
+            return Body(headers=headers, pieces=pieces, length=_length(pieces))
+        return _first_converted(headers, pieces)
 
     def _instance_piece(self, row, transfer_syntax):
         path = self._blobs.local_path(row["blob_key"])
@@ -309,11 +323,12 @@ class Wado:
         boundary = new_boundary()
         part_type = f"{media_type}; transfer-syntax={transfer_syntax}"
         pieces = self._frame_pieces(row, path, numbers, conversion, part_type, boundary)
+        headers = {"Content-Type": f'multipart/related; type="{media_type}"; '
+                                   f"boundary={boundary}"}
         if conversion is None and row["frames"] is not None:
             pieces = list(pieces)  # range reads only: its length is known
-        return Body(headers={"Content-Type": f'multipart/related; type="{media_type}"; '
-                                             f"boundary={boundary}"},
-                    pieces=pieces, length=_length(pieces))
+            return Body(headers=headers, pieces=pieces, length=_length(pieces))
+        return _first_converted(headers, pieces)
 
     def _frame_pieces(self, row, path, numbers, conversion, part_type, boundary):
         table = row["frames"]
@@ -322,7 +337,8 @@ class Wado:
             if conversion == "decode" or table is None:
                 yield self._cpu(decoded_frame, path, number - 1)
             elif conversion == "swap":
-                yield self._cpu(_swapped, path, table[number - 1], row["bits_allocated"])
+                yield self._cpu(_swapped, path, table[number - 1], row["bits_allocated"],
+                                table[0][0][0])
             else:
                 for offset, length in table[number - 1]:
                     yield FileRange(path, offset, length)
@@ -342,8 +358,12 @@ class Wado:
         if tag_path.upper() in _PIXEL_TAGS and table is not None:
             stored = row["transfer_syntax"]
             if stored not in ENCAPSULATED:
-                start, end = table[0][0][0], table[-1][-1][0] + table[-1][-1][1]
-                return _octets(path, start, end - start, single, range_header, stored)
+                # The whole value, as its header declares: padding after the last frame
+                # (an odd length's pad byte, say) belongs to it.
+                start = table[0][0][0]
+                order = ">" if stored == EXPLICIT_VR_BIG_ENDIAN else "<"
+                (length,) = struct.unpack(order + "I", read_range(path, start - 4, 4))
+                return _octets(path, start, length, single, range_header, stored)
             media_type = FRAME_MEDIA_TYPES.get(stored, OCTET)
             return self.frames(store_id, [_AnyRange(media_type)], study, series, sop,
                                ",".join(str(n) for n in range(1, len(table) + 1)))
@@ -374,7 +394,11 @@ class Wado:
 
 
 def _length(pieces):
-    """The total length of pieces if every one is known now, else None."""
+    """The total length of pieces if every one is known now, else None.
+
+    Only a list is measured: a generator would be used up by counting it."""
+    if not isinstance(pieces, list):
+        return None
     total = 0
     for piece in pieces:
         if isinstance(piece, bytes):
@@ -386,15 +410,29 @@ def _length(pieces):
     return total
 
 
-def _swapped(path, fragments, bits_allocated):
-    """A big-endian native frame as little-endian bytes."""
+def _swapped(path, fragments, bits_allocated, value_start):
+    """A big-endian native frame as little-endian bytes.
+
+    Samples of 8 bits or fewer in an OW value travel in 16-bit words, so their bytes
+    are swapped in pairs, counted from the start of the value (a frame may start or
+    end inside a word)."""
     import numpy
 
-    data = b"".join(read_range(path, offset, length) for offset, length in fragments)
     if bits_allocated in (16, 32, 64):
+        data = b"".join(read_range(path, offset, length) for offset, length in fragments)
         dtype = numpy.dtype(f">u{bits_allocated // 8}")
         return numpy.frombuffer(data, dtype).astype(dtype.newbyteorder("<")).tobytes()
-    return data
+    if read_range(path, value_start - 8, 2) != b"OW":
+        return b"".join(read_range(path, offset, length) for offset, length in fragments)
+    out = []
+    for offset, length in fragments:
+        lead = (offset - value_start) % 2
+        span = lead + length + (lead + length) % 2
+        words = read_range(path, offset - lead, span)
+        words += b"\0" * (span - len(words))
+        swapped = numpy.frombuffer(words, ">u2").astype("<u2").tobytes()
+        out.append(swapped[lead:lead + length])
+    return b"".join(out)
 
 
 _TAG_PATH = re.compile(r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8}){0,16}$")
@@ -424,7 +462,7 @@ def element_value(path, tag_path):
     import pydicom
 
     parts = tag_path.upper().split("/")
-    dataset = pydicom.dcmread(path, stop_before_pixels=not parts[0].startswith("7FE0"))
+    dataset = pydicom.dcmread(path, stop_before_pixels=int(parts[0], 16) < 0x7FE00008)
     try:
         for i in range(0, len(parts) - 1, 2):
             dataset = dataset[int(parts[i], 16)].value[int(parts[i + 1])]
@@ -446,6 +484,9 @@ def _byte_range(header, size):
     first, last = match.groups()
     if first == b"":
         length = min(int(last), size)
+        if length == 0:
+            raise HTTPError(416, "an empty suffix range selects nothing",
+                            {"Content-Range": f"bytes */{size}"})
         return size - length, length
     start = int(first)
     end = min(int(last), size - 1) if last else size - 1
@@ -461,11 +502,11 @@ def _octets(path, offset, size, single, range_header, transfer_syntax):
     wanted = _byte_range(range_header, size)
     if wanted is None:
         return Body(headers={"Content-Type": OCTET, "Accept-Ranges": "bytes"},
-                    pieces=[FileRange(path, offset, size)])
+                    pieces=[FileRange(path, offset, size)], length=size)
     start, length = wanted
     return Body(206, {"Content-Type": OCTET, "Accept-Ranges": "bytes",
                       "Content-Range": f"bytes {start}-{start + length - 1}/{size}"},
-                [FileRange(path, offset + start, length)])
+                [FileRange(path, offset + start, length)], length=length)
 
 
 def _octets_bytes(data, single, range_header, transfer_syntax):
@@ -486,6 +527,21 @@ def _multipart_one(piece, transfer_syntax):
                                          f"boundary={boundary}"},
                 pieces=[part_head(boundary, f"{OCTET}; transfer-syntax={transfer_syntax}",
                                   first=True), piece, closing(boundary)])
+
+
+def _first_converted(headers, pieces):
+    """A Body (or a Deferred one) whose first converted part is done before the status
+    line goes out, so that data that cannot be decoded is a 406 (always so for a single
+    instance or frame); a later failure can only cut the connection. pieces is
+    (part head, part) pairs then the closing delimiter; memory holds one part at a time."""
+    first = [next(pieces), next(pieces)]
+    if not isinstance(first[1], Deferred):
+        return Body(headers=headers, pieces=itertools.chain(first, pieces))
+
+    def started(data):
+        return Body(headers=headers, pieces=itertools.chain([first[0], data], pieces))
+
+    return first[1].addCallbacks(started, _as_406)
 
 
 def _as_406(failure):

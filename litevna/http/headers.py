@@ -99,6 +99,5 @@ def parse_accept(value):
             raise MediaTypeError(f"q-value {q!r} is out of range")
         if quality > 0:
             ranges.append(MediaRange(media_type, params, quality))
-    if not ranges:
-        raise MediaTypeError("the Accept header accepts nothing")
+    # An empty list (every range had q=0) is well-formed: nothing is acceptable, a 406.
     return sorted(ranges, key=lambda r: -r.q)

@@ -107,6 +107,8 @@ class PiecesProducer:
         self._remaining = piece.length if piece.length is not None else \
             os.fstat(self._fd).st_size - piece.offset
         self._observe = piece.observe
+        if self._remaining <= 0:
+            self._close()
 
     def _write_chunk(self):
         if self._transport is not None:
