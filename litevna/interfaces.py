@@ -72,6 +72,12 @@ class IIndex(Interface):
     def instances_of(store_id, study_uid, series_uid=None, sop_instance_uid=None, columns=None):
         """Rows (dicts) of the instances at a level, in series/instance order."""
 
+    def search(store_id, query, use_sql=True):
+        """(hits, total) of a QIDO-RS Query (litevna.dicom.query) in a store.
+
+        hits: the page, each {"study", "series", "instance"} DICOM JSON records
+        (None below the query's level) and the UIDs; total: every match."""
+
     def count_instances(store_id):
         """How many instances the store holds."""
 

@@ -13,6 +13,7 @@ from litevna.auth.guard import Guard
 from litevna.auth.keys import Keyring
 from litevna.index.sqlite import SqliteIndex
 from litevna.storage.fs import FileBlobStore
+from litevna.dicomweb.qido import Qido
 from litevna.dicomweb.wado import Wado
 from litevna.web import Application
 
@@ -69,7 +70,8 @@ def make_application(config, reactor, cpu_pool):
     guard = Guard(keyring, index.api_key, index.store_by_label, time.time)
     readiness = (("index", lambda: index.count_instances(0)),
                  ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0))
-    application = Application(config, archive, guard, Wado(index, blobs, cpu), readiness)
+    application = Application(config, archive, guard, Wado(index, blobs, cpu), Qido(index, cpu),
+                              readiness)
     return application, _ArchiveService(archive, index)
 
 

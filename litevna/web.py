@@ -8,6 +8,7 @@ from twisted.logger import Logger
 
 from litevna.auth.credentials import request_token
 from litevna.auth.guard import Forbidden, Unauthorized
+from litevna.dicomweb.qido import query_params
 from litevna.dicomweb.stow import StowBody, stow_response, stow_target
 from litevna.dicomweb.wado import DICOM_JSON as DICOM_JSON_TYPE
 from litevna.dicomweb.wado import Body, accept_ranges
@@ -34,11 +35,12 @@ class Application:
 
     app = Klein()
 
-    def __init__(self, config, archive, guard, wado, readiness=()):
+    def __init__(self, config, archive, guard, wado, qido, readiness=()):
         self.config = config
         self.archive = archive
         self.guard = guard
         self.wado = wado
+        self.qido = qido
         self._readiness = readiness
 
     def site(self):
@@ -130,6 +132,7 @@ def send(request, body):
     for name, value in body.headers.items():
         request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
     if isinstance(body.pieces, (bytes, bytearray)):
+        request.setHeader(b"Content-Length", str(len(body.pieces)).encode())
         return bytes(body.pieces)
     if body.length is not None:
         # A fixed length means no chunk framing, so file ranges may go out by sendfile.
@@ -222,3 +225,32 @@ def _wado_routes(cls):
 
 
 _wado_routes(Application)
+
+
+def _qido_routes(cls):
+    """The QIDO-RS search routes (PS3.18 §10.6), added to Application below."""
+    app = cls.app
+
+    @app.route("/<label>/dicomweb/studies", methods=["GET"], defaults={"level": "study"})
+    @app.route("/<label>/dicomweb/series", methods=["GET"], defaults={"level": "series"})
+    @app.route("/<label>/dicomweb/instances", methods=["GET"], defaults={"level": "instance"})
+    @app.route("/<label>/dicomweb/studies/<study>/series", methods=["GET"],
+               defaults={"level": "series"})
+    @app.route("/<label>/dicomweb/studies/<study>/instances", methods=["GET"],
+               defaults={"level": "instance"})
+    @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances", methods=["GET"],
+               defaults={"level": "instance"})
+    def search(self, request, label, level, study=None, series=None):
+        principal = self.authorize(request, label, "read")
+        if not any(r.matches(DICOM_JSON_TYPE) or r.type == "application/json"
+                   for r in accept_ranges(request)):
+            raise HTTPError(406, "search results are available as application/dicom+json")
+        _, _, raw_query = request.uri.partition(b"?")
+        d = maybeDeferred(self.qido.search, principal.store_id, level, query_params(raw_query),
+                          self.base(request, label), accepts_gzip(request), study, series)
+        return d.addCallback(lambda body: send(request, body))
+
+    return cls
+
+
+_qido_routes(Application)

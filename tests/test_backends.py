@@ -4,7 +4,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from litevna.index.sqlite import SqliteIndex
+from litevna.index.sqlite import SqliteIndex, schema_files
 from litevna.storage.fs import FileBlobStore
 from litevna.storage.memory import MemoryBlobStore
 from contracts import BlobStoreContract, IndexContract
@@ -40,7 +40,8 @@ class SqliteFileIndexTests(IndexContract, SynchronousTestCase):
     def test_migrate_twice(self):
         index = self.make()
         index.migrate()
-        self.assertEqual(index._query("PRAGMA user_version")[0]["user_version"], 1)
+        self.assertEqual(index._query("PRAGMA user_version")[0]["user_version"],
+                         schema_files("sqlite")[-1][0])
 
 
 class SqliteMemoryIndexTests(IndexContract, SynchronousTestCase):

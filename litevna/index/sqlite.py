@@ -11,21 +11,9 @@ import orjson
 from zope.interface import implementer
 
 from litevna.dicom import frames as frame_table
-from litevna.dicom.jsonmodel import first_value
 from litevna.index import Conflict
+from litevna.index import search as qido
 from litevna.interfaces import IIndex, IIndexWriter
-
-_STUDY_COLUMNS = {
-    "patient_id": "00100020", "patient_name": "00100010", "patient_birth_date": "00100030",
-    "patient_sex": "00100040", "study_date": "00080020", "study_time": "00080030",
-    "accession_number": "00080050", "study_id": "00200010",
-    "study_description": "00081030", "referring_physician_name": "00080090",
-}
-_SERIES_COLUMNS = {
-    "modality": "00080060", "series_number": "00200011", "series_description": "0008103E",
-    "series_date": "00080021", "series_time": "00080031",
-}
-
 
 def schema_files(dialect):
     """The numbered schema scripts of a dialect, in order: [(version, sql)]."""
@@ -73,6 +61,12 @@ class SqliteIndex:
                 return [dict(r) for r in self._shared.execute(sql, args)]
         return [dict(r) for r in self._conn().execute(sql, args)]
 
+    def _rows(self, sql, args=()):
+        """Rows of a query as they come (a cursor), for scans too long for one list."""
+        if self._shared is not None:
+            return self._query(sql, args)
+        return self._conn().execute(sql, args)
+
     def _one(self, sql, args=()):
         rows = self._query(sql, args)
         return rows[0] if rows else None
@@ -103,6 +97,9 @@ class SqliteIndex:
                 if number > version:
                     for statement in _statements(script):
                         conn.execute(statement)
+                    upgrade = _UPGRADES.get(number)
+                    if upgrade is not None:
+                        upgrade(conn)
                     conn.execute(f"PRAGMA user_version = {number}")
 
     def close(self):
@@ -179,6 +176,10 @@ class SqliteIndex:
                 "i.instance_number IS NULL, i.instance_number, i.sop_instance_uid")
         return self._query(sql, args)
 
+    def search(self, store_id, query, use_sql=True):
+        """(hits, total) of a QIDO-RS Query in a store (litevna.index.search)."""
+        return qido.search(self._rows, _DIALECT, store_id, query, use_sql)
+
     def count_instances(self, store_id):
         return self._one("SELECT COUNT(*) AS n FROM instances WHERE store_id = ?",
                          (store_id,))["n"]
@@ -215,12 +216,11 @@ class _Writer:
         if replace:
             conn.execute("DELETE FROM instances WHERE store_id = ? AND sop_instance_uid = ?",
                          (store_id, parsed.sop_instance_uid))
-        study_pk = self._upsert(
-            "studies", ("store_id", "study_uid"), (store_id, parsed.study_uid),
-            _STUDY_COLUMNS, parsed.study)
-        series_pk = self._upsert(
-            "series", ("study_pk", "series_uid"), (study_pk, parsed.series_uid),
-            _SERIES_COLUMNS, parsed.series)
+        study_pk = self._upsert("studies", ("store_id", "study_uid"),
+                                (store_id, parsed.study_uid), qido.study_columns, parsed.study)
+        series_pk = self._upsert("series", ("study_pk", "series_uid"),
+                                 (study_pk, parsed.series_uid), qido.series_columns,
+                                 parsed.series)
         instance = parsed.instance
         conn.execute(
             "INSERT INTO instances (store_id, series_pk, sop_instance_uid, sop_class_uid, "
@@ -259,14 +259,14 @@ class _Writer:
                                "(SELECT 1 FROM series WHERE study_pk = ?)", (study_pk, study_pk))
         return [r[1] for r in rows]
 
-    def _upsert(self, table, keys, key_values, columns, attrs):
+    def _upsert(self, table, keys, key_values, columns_of, attrs):
         where = " AND ".join(f"{k} = ?" for k in keys)
         row = self._conn.execute(f"SELECT id FROM {table} WHERE {where}", key_values).fetchone()
         if row is not None:
             return row[0]
+        columns = columns_of(attrs)
         names = list(keys) + list(columns) + ["attrs"]
-        values = list(key_values) + [_column_value(first_value(attrs, tag))
-                                     for tag in columns.values()] + [orjson.dumps(attrs)]
+        values = list(key_values) + list(columns.values()) + [orjson.dumps(attrs)]
         marks = ", ".join("?" * len(names))
         return self._conn.execute(
             f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", values).lastrowid
@@ -284,5 +284,14 @@ def _statements(script):
     return [s for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def _column_value(value):
-    return value if value is None or isinstance(value, (int, float, str)) else str(value)
+def _refill_query_columns(conn):
+    """Schema 2: compute the new matching columns of the rows already stored."""
+    for table, columns_of in (("studies", qido.study_columns), ("series", qido.series_columns)):
+        for pk, attrs in conn.execute(f"SELECT id, attrs FROM {table}").fetchall():
+            columns = columns_of(orjson.loads(attrs))
+            conn.execute(f"UPDATE {table} SET {', '.join(c + ' = ?' for c in columns)} "
+                         "WHERE id = ?", [*columns.values(), pk])
+
+
+_UPGRADES = {2: _refill_query_columns}
+_DIALECT = qido.Dialect()

@@ -1,0 +1,362 @@
+"""QIDO-RS over the relational index: a Query (litevna.dicom.query) becomes SQL.
+
+Keys with an exact column become SQL conditions; the rest are checked in
+Python against the stored DICOM JSON of their level (``Key.test`` is the
+definition of a match, the SQL is only its fast form). Keys of a lower level
+than the query's match when some child does (EXISTS); a key of a parent level
+is a condition on the joined parent row. When every key is exact in SQL the
+page and the count come straight from SQL; otherwise candidates stream in
+order and Python decides, so ``limit``/``offset`` stay exact either way.
+
+The SQL is shared by the dialects; ``Dialect`` holds what differs.
+"""
+
+import orjson
+
+from litevna.dicom import query as q
+from litevna.dicom.jsonmodel import first_value
+
+FROM = {
+    "study": "studies st",
+    "series": "series se JOIN studies st ON st.id = se.study_pk",
+    "instance": ("instances i JOIN series se ON se.id = i.series_pk "
+                 "JOIN studies st ON st.id = se.study_pk"),
+}
+ALIAS = {"study": "st", "series": "se", "instance": "i"}
+ORDER = {"study": "st.id", "series": "se.id", "instance": "i.id"}
+
+_SERIES_COUNT = "(SELECT COUNT(*) FROM series c WHERE c.study_pk = {a}.id)"
+_STUDY_INSTANCES = ("(SELECT COUNT(*) FROM series c JOIN instances ci ON ci.series_pk = c.id "
+                    "WHERE c.study_pk = {a}.id)")
+_SERIES_INSTANCES = "(SELECT COUNT(*) FROM instances ci WHERE ci.series_pk = {a}.id)"
+_MODALITIES = "(SELECT group_concat(DISTINCT c.modality) FROM series c WHERE c.study_pk = {a}.id)"
+
+#: (level, tag) -> (SQL expression over the level's alias {a}, kind of column).
+COLUMNS = {
+    ("study", q.STUDY_UID): ("{a}.study_uid", "uid"),
+    ("study", "00100020"): ("{a}.patient_id", "text"),
+    ("study", "00100010"): ("{a}.pn_", "pn"),
+    ("study", "00100030"): ("{a}.patient_birth_date", "range"),
+    ("study", "00100040"): ("{a}.patient_sex", "text"),
+    ("study", "00080020"): ("{a}.study_date", "range"),
+    ("study", "00080030"): ("{a}.study_time_key", "range"),
+    ("study", "00080050"): ("{a}.accession_number", "text"),
+    ("study", "00200010"): ("{a}.study_id", "text"),
+    ("study", "00081030"): ("{a}.study_description", "text"),
+    ("study", "00201206"): (_SERIES_COUNT, "int"),
+    ("study", "00201208"): (_STUDY_INSTANCES, "int"),
+    ("series", q.SERIES_UID): ("{a}.series_uid", "uid"),
+    ("series", q.MODALITY): ("{a}.modality", "text"),
+    ("series", "00200011"): ("{a}.series_number", "int"),
+    ("series", "0008103E"): ("{a}.series_description", "text"),
+    ("series", "00080021"): ("{a}.series_date", "range"),
+    ("series", "00080031"): ("{a}.series_time_key", "range"),
+    ("series", "00201209"): (_SERIES_INSTANCES, "int"),
+    ("instance", q.SOP_UID): ("{a}.sop_instance_uid", "uid"),
+    ("instance", "00080016"): ("{a}.sop_class_uid", "uid"),
+    ("instance", "00200013"): ("{a}.instance_number", "int"),
+    ("instance", "00280010"): ("{a}.rows", "int"),
+    ("instance", "00280011"): ("{a}.columns", "int"),
+    ("instance", "00280100"): ("{a}.bits_allocated", "int"),
+}
+_CHILD_FROM = {
+    ("study", "series"): ("series se2", "se2.study_pk = st.id", "se2"),
+    ("study", "instance"): ("series se2 JOIN instances i2 ON i2.series_pk = se2.id",
+                            "se2.study_pk = st.id", "i2"),
+    ("series", "instance"): ("instances i2", "i2.series_pk = se.id", "i2"),
+}
+
+
+# The matching columns, computed once at ingest (and by the schema upgrade).
+
+def _text(attrs, tag):
+    value = first_value(attrs, tag)
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
+def _int(attrs, tag):
+    value = first_value(attrs, tag)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def study_columns(attrs):
+    """The study row's matching columns from its DICOM JSON attributes."""
+    names = q.values_of(attrs.get("00100010"))
+    alphabetic, ideographic, phonetic = q.pn_groups(names[0]) if names else (None,) * 3
+    return {
+        "patient_id": _text(attrs, "00100020"), "patient_name": _text(attrs, "00100010"),
+        "patient_birth_date": q.date_key(first_value(attrs, "00100030")),
+        "patient_sex": _text(attrs, "00100040"),
+        "study_date": q.date_key(first_value(attrs, "00080020")),
+        "study_time": _text(attrs, "00080030"),
+        "study_time_key": q.time_key(first_value(attrs, "00080030")),
+        "accession_number": _text(attrs, "00080050"), "study_id": _text(attrs, "00200010"),
+        "study_description": _text(attrs, "00081030"),
+        "referring_physician_name": _text(attrs, "00080090"),
+        "pn_alphabetic": alphabetic, "pn_ideographic": ideographic, "pn_phonetic": phonetic,
+        "pn_words": q.pn_words(names),
+    }
+
+
+def series_columns(attrs):
+    """The series row's matching columns from its DICOM JSON attributes."""
+    return {
+        "modality": _text(attrs, q.MODALITY), "series_number": _int(attrs, "00200011"),
+        "series_description": _text(attrs, "0008103E"),
+        "series_date": q.date_key(first_value(attrs, "00080021")),
+        "series_time": _text(attrs, "00080031"),
+        "series_time_key": q.time_key(first_value(attrs, "00080031")),
+    }
+
+
+class Dialect:
+    """SQLite: ``?`` parameters and GLOB (case-sensitive, ``*`` and ``?``)."""
+
+    mark = "?"
+
+    def glob(self, expr, pattern):
+        escaped = pattern.replace("[", "[[]")
+        return f"{expr} GLOB {self.mark}", [escaped]
+
+
+class Plan:
+    """The SQL and the Python checks of one Query."""
+
+    def __init__(self, query, dialect, use_sql=True):
+        self.query = query
+        self.dialect = dialect
+        self.where, self.args = [], []
+        self.checks = {}  # level -> keys checked in Python against that level's record
+        self.child_keys = {}  # lower level -> (exact in SQL?, keys)
+        combined = {id(k) for pair in query.combined for k in pair}
+        self.combined = query.combined
+        rank = q.LEVELS.index(query.level)
+        for key in query.keys:
+            if key.universal:
+                continue
+            key_rank = q.LEVELS.index(key.level)
+            if key_rank > rank:
+                self.child_keys.setdefault(key.level, []).append(key)
+                continue
+            sql = None if key.items or not use_sql else self.condition(key, ALIAS[key.level])
+            if id(key) in combined:
+                # Matched as one instant with its pair; its own range only narrows dates.
+                if key.vr == "DA" and sql is not None:
+                    self._add(sql)
+                continue
+            if sql is None:
+                self.checks.setdefault(key.level, []).append(key)
+            else:
+                self._add(sql)
+                if not key.matcher.exact:
+                    self.checks.setdefault(key.level, []).append(key)
+        for date, _ in self.combined:
+            self.checks.setdefault(date.level, [])
+        self.child_python = {}
+        for level, keys in self.child_keys.items():
+            parent_from, join, alias = _CHILD_FROM[(query.level, level)]
+            parts, exact = [], True
+            for key in keys:
+                sql = None if key.items or not use_sql else self.condition(key, alias)
+                if sql is None or not key.matcher.exact:
+                    exact = False
+                if sql is not None:
+                    parts.append(sql)
+            if parts:
+                conds = " AND ".join(p[0] for p in parts)
+                self._add((f"EXISTS (SELECT 1 FROM {parent_from} WHERE {join} AND {conds})",
+                           [a for p in parts for a in p[1]]))
+            if not exact:
+                self.child_python[level] = keys
+
+    @property
+    def exact(self):
+        return not self.checks and not self.child_python
+
+    def _add(self, sql):
+        self.where.append(sql[0])
+        self.args.extend(sql[1])
+
+    def condition(self, key, alias):
+        """(sql, args) for key over its column, or None if it has no exact column."""
+        column = COLUMNS.get((key.level, key.tag))
+        if column is None:
+            return None
+        expr, kind = column[0].format(a=alias), column[1]
+        matcher, mark = key.matcher, self.dialect.mark
+        if kind == "uid" and isinstance(matcher, q.Uids):
+            return f"{expr} IN ({', '.join(mark * len(matcher.uids))})", list(matcher.uids)
+        if kind == "text" and isinstance(matcher, q.Text) and not matcher.folded:
+            return self._any([self._text(expr, p, w) for p, w in matcher.alternatives])
+        if kind == "range" and isinstance(matcher, q.Range):
+            parts = []
+            if matcher.low is not None:
+                parts.append((f"{expr} >= {mark}", [matcher.low]))
+            if matcher.high is not None:
+                parts.append((f"{expr} <= {mark}", [matcher.high]))
+            return self._all(parts)
+        if kind == "int" and isinstance(matcher, q.Numbers):
+            whole = sorted({int(n) for n in matcher.numbers if n == int(n)})
+            if not whole:
+                return "0 = 1", []
+            return f"{expr} IN ({', '.join(mark * len(whole))})", whole
+        if kind == "pn" and isinstance(matcher, q.PersonName):
+            return self._any([self._pn(expr, alt) for alt in matcher.alternatives])
+        if kind == "pn" and isinstance(matcher, q.FuzzyName):
+            return self._any([self._all([self.dialect.glob(expr + "words", f"* {w}*")
+                                         for w in alt]) for alt in matcher.alternatives])
+        return None
+
+    def _text(self, expr, pattern, wild):
+        if wild:
+            return self.dialect.glob(expr, pattern)
+        return f"{expr} = {self.dialect.mark}", [pattern]
+
+    def _pn(self, expr, alternative):
+        groups = ("alphabetic", "ideographic", "phonetic")
+        if len(alternative) == 1:
+            pattern, wild = alternative[0]
+            return self._any([self._text(expr + g, pattern, wild) for g in groups])
+        return self._all([self._text(expr + g, p, w)
+                          for g, (p, w) in zip(groups, alternative) if p is not None])
+
+    @staticmethod
+    def _any(parts):
+        if len(parts) == 1:
+            return parts[0]
+        return "(" + " OR ".join(p[0] for p in parts) + ")", [a for p in parts for a in p[1]]
+
+    @staticmethod
+    def _all(parts):
+        if not parts:
+            return "1 = 1", []
+        return "(" + " AND ".join(p[0] for p in parts) + ")", [a for p in parts for a in p[1]]
+
+
+def search(execute, dialect, store_id, query, use_sql=True):
+    """(hits, total) of query in a store. ``execute(sql, args)`` returns rows.
+
+    A hit is {"study", "series", "instance"}: the DICOM JSON record of each level
+    the response needs (computed attributes included) or None, plus the UIDs.
+    ``use_sql=False`` decides every key in Python: the tests compare the two."""
+    plan = Plan(query, dialect, use_sql)
+    level = query.level
+    where = " AND ".join(["st.store_id = " + dialect.mark] + plan.where)
+    args = [store_id] + plan.args
+    ident = ORDER[level]
+    if plan.exact:
+        rows = list(execute(f"SELECT {ident} AS pk FROM {FROM[level]} WHERE {where} "
+                            f"ORDER BY {ident} LIMIT {query.limit + 1} OFFSET {query.offset}",
+                            args))
+        ids = [r["pk"] for r in rows[:query.limit]]
+        if len(rows) <= query.limit and (rows or not query.offset):
+            total = query.offset + len(rows)
+        else:
+            count = f"SELECT COUNT(*) AS n FROM {FROM[level]} WHERE {where}"
+            total = next(iter(execute(count, args)))["n"]
+    else:
+        ids, total = _filtered(execute, plan, where, args)
+    return _hits(execute, dialect, query, ids), total
+
+
+def _filtered(execute, plan, where, args):
+    """Candidate ids in order, kept when the Python checks pass; the page and the total."""
+    query, level = plan.query, plan.query.level
+    columns = [f"{ORDER[level]} AS pk"]
+    for lv, keys in plan.checks.items():
+        columns += _record_columns(lv, ALIAS[lv], keys)
+    sql = (f"SELECT {', '.join(columns)} FROM {FROM[level]} WHERE {where} "
+           f"ORDER BY {ORDER[level]}")
+    page, total = [], 0
+    for row in execute(sql, args):
+        records = {lv: _record(row, lv) for lv in plan.checks}
+        if not all(k.test(records[lv]) for lv, keys in plan.checks.items() for k in keys):
+            continue
+        if plan.combined and not all(q.combined_test(d, t, records[d.level])
+                                     for d, t in plan.combined):
+            continue
+        if plan.child_python and not _children_match(execute, plan, row["pk"]):
+            continue
+        if query.offset <= total < query.offset + query.limit:
+            page.append(row["pk"])
+        total += 1
+    return page, total
+
+
+def _record_columns(level, alias, keys):
+    """SELECT items for the DICOM JSON of a level, with the computed attributes keys name."""
+    record = {"study": "attrs", "series": "attrs", "instance": "metadata"}[level]
+    columns = [f"{alias}.{record} AS r_{level}"]
+    for tag in sorted({k.tag for k in keys if k.tag in q.COMPUTED}):
+        columns.append(f"{COLUMNS[(level, tag)][0].format(a=alias)} AS c_{level}_{tag}")
+    return columns
+
+
+def _record(row, level):
+    record = orjson.loads(row[f"r_{level}"])
+    prefix = f"c_{level}_"
+    for name in row.keys():
+        if name.startswith(prefix):
+            record[name[len(prefix):]] = {"vr": "IS", "Value": [row[name]]}
+    return record
+
+
+def _children_match(execute, plan, row_id):
+    mark = plan.dialect.mark
+    for level, keys in plan.child_python.items():
+        parent_from, join, alias = _CHILD_FROM[(plan.query.level, level)]
+        join = join.replace(f"{ALIAS[plan.query.level]}.id", mark)
+        columns = ", ".join(_record_columns(level, alias, keys))
+        rows = execute(f"SELECT {columns} FROM {parent_from} WHERE {join}", [row_id])
+        if not any(all(k.test(_record(r, level)) for k in keys) for r in rows):
+            return False
+    return True
+
+
+def _hits(execute, dialect, query, ids):
+    """The records of the page's rows, in the page's order."""
+    if not ids:
+        return []
+    level = query.level
+    rank = q.LEVELS.index(level)
+    columns = ["st.study_uid AS study_uid", "st.attrs AS study_attrs",
+               _MODALITIES.format(a="st") + " AS modalities",
+               _SERIES_COUNT.format(a="st") + " AS n_series",
+               _STUDY_INSTANCES.format(a="st") + " AS n_study_instances"]
+    if rank >= 1:
+        columns += ["se.series_uid AS series_uid", "se.attrs AS series_attrs",
+                    _SERIES_INSTANCES.format(a="se") + " AS n_series_instances"]
+    if rank >= 2:
+        columns += ["i.sop_instance_uid AS sop_instance_uid", "i.metadata AS metadata",
+                    "i.number_of_frames AS number_of_frames"]
+    marks = ", ".join(dialect.mark * len(ids))
+    rows = execute(f"SELECT {ORDER[level]} AS pk, {', '.join(columns)} FROM {FROM[level]} "
+                   f"WHERE {ORDER[level]} IN ({marks})", list(ids))
+    by_id = {r["pk"]: r for r in rows}
+    hits = []
+    for pk in ids:
+        row = by_id.get(pk)
+        if row is None:
+            continue  # deleted between the two reads
+        study = orjson.loads(row["study_attrs"])
+        modalities = sorted(m for m in (row["modalities"] or "").split(",") if m)
+        study[q.MODALITIES_IN_STUDY] = ({"vr": "CS", "Value": modalities} if modalities
+                                        else {"vr": "CS"})
+        study["00201206"] = {"vr": "IS", "Value": [row["n_series"]]}
+        study["00201208"] = {"vr": "IS", "Value": [row["n_study_instances"]]}
+        hit = {"study": study, "series": None, "instance": None,
+               "study_uid": row["study_uid"]}
+        if rank >= 1:
+            series = orjson.loads(row["series_attrs"])
+            series["00201209"] = {"vr": "IS", "Value": [row["n_series_instances"]]}
+            hit.update(series=series, series_uid=row["series_uid"])
+        if rank >= 2:
+            hit.update(instance=orjson.loads(row["metadata"]),
+                       sop_instance_uid=row["sop_instance_uid"])
+        hits.append(hit)
+    return hits
