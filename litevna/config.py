@@ -23,6 +23,7 @@ OPTIONS = (
     ("on-duplicate", "reject", "same SOP Instance UID with different bytes: reject or replace"),
     ("cors-origins", "*", "allowed browser origins (comma-separated)"),
     ("log-format", "text", "text or json"),
+    ("cache-size", "64MiB", "in-process cache of metadata and search answers (0 disables)"),
 )
 
 
@@ -60,6 +61,7 @@ class Config:
     on_duplicate: str
     cors_origins: tuple
     log_format: str
+    cache_size: int = 64 << 20
 
     @classmethod
     def from_options(cls, options):
@@ -87,7 +89,7 @@ class Config:
             max_body=parse_size(value["max-body"]), max_upload=parse_size(value["max-upload"]),
             on_duplicate=value["on-duplicate"],
             cors_origins=tuple(o.strip() for o in value["cors-origins"].split(",") if o.strip()),
-            log_format=value["log-format"],
+            log_format=value["log-format"], cache_size=parse_size(value["cache-size"]),
         )
 
     @property

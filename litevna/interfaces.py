@@ -78,6 +78,9 @@ class IIndex(Interface):
         hits: the page, each {"study", "series", "instance"} DICOM JSON records
         (None below the query's level) and the UIDs; total: every match."""
 
+    def generation(store_id):
+        """A number that changes with every write to the store's studies (cache keys)."""
+
     def count_instances(store_id):
         """How many instances the store holds."""
 
@@ -96,6 +99,16 @@ class IIndexWriter(Interface):
 
     def delete(store_id, study_uid, series_uid=None, sop_instance_uid=None):
         """Remove a level and what is under it (empty series/studies too); the blob keys."""
+
+
+class ICache(Interface):
+    """Finished response bodies by key; entries may vanish at any time."""
+
+    def get(key):
+        """The value stored under key, or None."""
+
+    def put(key, value, size=None):
+        """Keep value under key (size: its cost in bytes, len(value) by default)."""
 
 
 class IClock(Interface):

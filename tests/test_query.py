@@ -265,3 +265,44 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(index._query("PRAGMA user_version")[0]["user_version"],
                          schema_files("sqlite")[-1][0])
         index.close()
+
+
+class CachedSearchTests(SynchronousTestCase):
+    """The Qido service answers from its cache only while the store is unchanged."""
+
+    def test_writes_invalidate(self):
+        from twisted.internet.defer import maybeDeferred
+
+        from litevna.dicomweb.qido import Qido
+
+        index = SqliteIndex(":memory:")
+        index.migrate()
+        store = index.create_store("demo", index.create_account("a@b.org", "h"))
+        qido = Qido(index, lambda fn, *args: maybeDeferred(fn, *args))
+        tmp = self.mktemp()
+        os.makedirs(tmp)
+
+        def add(study_uid):
+            path = os.path.join(tmp, study_uid)
+            with open(path, "wb") as fp:
+                fp.write(part10(dataset(study_uid=study_uid, rows=2, columns=2)))
+            parsed = parse_part10(path)
+            with index.write() as writer:
+                writer.add_instance(store, parsed, "k/" + study_uid,
+                                    orjson.dumps(parsed.metadata), replace=False)
+
+        def studies():
+            body = self.successResultOf(maybeDeferred(
+                qido.search, store, "study", [("PatientID", "LITEVNA-TEST")], "http://x", False))
+            return [r[q.STUDY_UID]["Value"][0] for r in orjson.loads(body.pieces)]
+
+        first, second = new_uid(), new_uid()
+        add(first)
+        self.assertEqual(studies(), [first])
+        self.assertEqual(studies(), [first])
+        self.assertEqual(qido.cache.hits, 1)
+        add(second)
+        self.assertEqual(studies(), [first, second])
+        with index.write() as writer:
+            writer.delete(store, first)
+        self.assertEqual(studies(), [second])

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from litevna.cache.memory import MemoryCache
 from litevna.dicom import query as q
 from litevna.dicomweb.wado import DICOM_JSON, Body, check_uids
 from litevna.http.compression import gzip_bytes
@@ -29,31 +30,56 @@ def query_params(raw_query):
 class Qido:
     """The search service: a Query in, a DICOM JSON array out."""
 
-    def __init__(self, index, cpu):
+    def __init__(self, index, cpu, cache=None):
         self._index = index
         self._cpu = cpu  # cpu(fn, *args) -> Deferred, run in the CPU thread pool
+        self.cache = cache if cache is not None else MemoryCache()
 
     def search(self, store_id, level, params, base_url, gzip, study_uid=None, series_uid=None):
-        """A Deferred Body answering the search."""
+        """A Body answering the search, or a Deferred one.
+
+        Answers are cached under the store's generation, which every STOW and DELETE
+        of the store changes (in any process sharing the index), so a cached answer
+        is always the one a fresh search would give."""
         check_uids(study_uid, series_uid)
         try:
             query = q.parse_query(level, params, study_uid, series_uid)
         except q.QueryError as exc:
             raise HTTPError(400, str(exc)) from None
-        return self._cpu(self._answer, store_id, query, base_url, gzip)
+        key = (store_id, self._index.generation(store_id), level, study_uid, series_uid,
+               tuple(p for p in params if p[0] != "_auth_token"), base_url, gzip)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return _body(*cached)
+        d = self._cpu(self._answer, store_id, query, base_url, gzip)
+
+        def keep(answer):
+            self.cache.put(key, answer, len(answer[0]))
+            return _body(*answer)
+
+        return d.addCallback(keep)
 
     def _answer(self, store_id, query, base_url, gzip):
+        """(document, Warning or None, gzipped?): the search run and its JSON written."""
         hits, total = self._index.search(store_id, query)
         document = orjson.dumps([response_object(query, hit, base_url) for hit in hits])
-        headers = {"Content-Type": DICOM_JSON}
         more = total - query.offset - len(hits)
+        warning = None
         if more > 0 and hits:
-            headers["Warning"] = (f'299 litevna "{more} more results match; ask again with '
-                                  f'offset={query.offset + len(hits)}"')
-        if gzip:
-            headers["Content-Encoding"] = "gzip"
-            document = gzip_bytes(document)
-        return Body(headers=headers, pieces=document)
+            # PS3.18 §8.3.4.4: say that the limit cut the results, and by how many.
+            warning = (f'299 litevna "{more} more results match; ask again with '
+                       f'offset={query.offset + len(hits)}"')
+        return (gzip_bytes(document) if gzip else document), warning, gzip
+
+
+def _body(document, warning, gzip):
+    headers = {"Content-Type": DICOM_JSON, "Cache-Control": "private, no-cache",
+               "Vary": "Accept-Encoding"}
+    if warning:
+        headers["Warning"] = warning
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return Body(headers=headers, pieces=document)
 
 
 def response_object(query, hit, base_url):

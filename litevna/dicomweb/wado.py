@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from twisted.internet.defer import Deferred, succeed
 
+from litevna.cache.memory import MemoryCache
 from litevna.dicom import jsonmodel
 from litevna.dicom.transcode import (CannotTranscode, can_convert, decoded_frame,
                                      to_explicit_little_endian)
@@ -150,45 +151,14 @@ def parse_frame_list(text):
     return numbers
 
 
-class MetadataCache:
-    """Finished metadata documents by ETag, bounded in bytes (least recently used out)."""
-
-    def __init__(self, max_bytes=64 << 20):
-        self._entries = OrderedDict()
-        self._bytes = 0
-        self._max = max_bytes
-        self.hits = self.misses = 0
-
-    def get(self, key):
-        value = self._entries.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        return value
-
-    def put(self, key, value):
-        if len(value) > self._max // 4:
-            return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old)
-        self._entries[key] = value
-        self._bytes += len(value)
-        while self._bytes > self._max:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= len(evicted)
-
-
 class Wado:
     """Read and delete services over the index and the blob store."""
 
-    def __init__(self, index, blobs, cpu):
+    def __init__(self, index, blobs, cpu, metadata_cache=None):
         self._index = index
         self._blobs = blobs
         self._cpu = cpu  # cpu(fn, *args) -> Deferred, run in the CPU thread pool
-        self.metadata_cache = MetadataCache()
+        self.metadata_cache = metadata_cache if metadata_cache is not None else MemoryCache()
         self._rows = OrderedDict()
 
     def _instances(self, store_id, study, series=None, sop=None, columns=None):

@@ -3,7 +3,7 @@
 Keys with an exact column become SQL conditions; the rest are checked in
 Python against the stored DICOM JSON of their level (``Key.test`` is the
 definition of a match, the SQL is only its fast form). Keys of a lower level
-than the query's match when some child does (EXISTS); a key of a parent level
+than the query's match when some child does; a key of a parent level
 is a condition on the joined parent row. When every key is exact in SQL the
 page and the count come straight from SQL; otherwise candidates stream in
 order and Python decides, so ``limit``/``offset`` stay exact either way.
@@ -24,6 +24,8 @@ FROM = {
 }
 ALIAS = {"study": "st", "series": "se", "instance": "i"}
 ORDER = {"study": "st.id", "series": "se.id", "instance": "i.id"}
+#: Up to this many matches past the page are counted by fetching their ids.
+COUNT_BY_FETCH = 2000
 
 _SERIES_COUNT = "(SELECT COUNT(*) FROM series c WHERE c.study_pk = {a}.id)"
 _STUDY_INSTANCES = ("(SELECT COUNT(*) FROM series c JOIN instances ci ON ci.series_pk = c.id "
@@ -59,11 +61,13 @@ COLUMNS = {
     ("instance", "00280011"): ("{a}.columns", "int"),
     ("instance", "00280100"): ("{a}.bits_allocated", "int"),
 }
+# (query level, key level) -> (FROM of the children, the parent's id among them,
+# their alias, the join to one parent).
 _CHILD_FROM = {
-    ("study", "series"): ("series se2", "se2.study_pk = st.id", "se2"),
+    ("study", "series"): ("series se2", "se2.study_pk", "se2"),
     ("study", "instance"): ("series se2 JOIN instances i2 ON i2.series_pk = se2.id",
-                            "se2.study_pk = st.id", "i2"),
-    ("series", "instance"): ("instances i2", "i2.series_pk = se.id", "i2"),
+                            "se2.study_pk", "i2"),
+    ("series", "instance"): ("instances i2", "i2.series_pk", "i2"),
 }
 
 
@@ -159,7 +163,7 @@ class Plan:
             self.checks.setdefault(date.level, [])
         self.child_python = {}
         for level, keys in self.child_keys.items():
-            parent_from, join, alias = _CHILD_FROM[(query.level, level)]
+            children, parent_id, alias = _CHILD_FROM[(query.level, level)]
             parts, exact = [], True
             for key in keys:
                 sql = None if key.items or not use_sql else self.condition(key, alias)
@@ -168,9 +172,10 @@ class Plan:
                 if sql is not None:
                     parts.append(sql)
             if parts:
+                # IN, not a correlated EXISTS: one pass over the children's index.
                 conds = " AND ".join(p[0] for p in parts)
-                self._add((f"EXISTS (SELECT 1 FROM {parent_from} WHERE {join} AND {conds})",
-                           [a for p in parts for a in p[1]]))
+                self._add((f"{ALIAS[query.level]}.id IN (SELECT {parent_id} FROM {children} "
+                           f"WHERE {conds})", [a for p in parts for a in p[1]]))
             if not exact:
                 self.child_python[level] = keys
 
@@ -250,13 +255,14 @@ def search(execute, dialect, store_id, query, use_sql=True):
     args = [store_id] + plan.args
     ident = ORDER[level]
     if plan.exact:
-        rows = list(execute(f"SELECT {ident} AS pk FROM {FROM[level]} WHERE {where} "
-                            f"ORDER BY {ident} LIMIT {query.limit + 1} OFFSET {query.offset}",
-                            args))
-        ids = [r["pk"] for r in rows[:query.limit]]
-        if len(rows) <= query.limit and (rows or not query.offset):
-            total = query.offset + len(rows)
-        else:
+        # One pass gives the page and the count unless the matches are many; then
+        # COUNT(*) over the index is cheaper than fetching every id.
+        window = query.offset + query.limit + COUNT_BY_FETCH
+        rows = [r["pk"] for r in execute(f"SELECT {ident} AS pk FROM {FROM[level]} WHERE "
+                                         f"{where} ORDER BY {ident} LIMIT {window}", args)]
+        ids = rows[query.offset:query.offset + query.limit]
+        total = len(rows)
+        if total == window:
             count = f"SELECT COUNT(*) AS n FROM {FROM[level]} WHERE {where}"
             total = next(iter(execute(count, args)))["n"]
     else:
@@ -309,10 +315,9 @@ def _record(row, level):
 def _children_match(execute, plan, row_id):
     mark = plan.dialect.mark
     for level, keys in plan.child_python.items():
-        parent_from, join, alias = _CHILD_FROM[(plan.query.level, level)]
-        join = join.replace(f"{ALIAS[plan.query.level]}.id", mark)
+        children, parent_id, alias = _CHILD_FROM[(plan.query.level, level)]
         columns = ", ".join(_record_columns(level, alias, keys))
-        rows = execute(f"SELECT {columns} FROM {parent_from} WHERE {join}", [row_id])
+        rows = execute(f"SELECT {columns} FROM {children} WHERE {parent_id} = {mark}", [row_id])
         if not any(all(k.test(_record(r, level)) for k in keys) for r in rows):
             return False
     return True

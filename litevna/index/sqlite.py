@@ -180,6 +180,10 @@ class SqliteIndex:
         """(hits, total) of a QIDO-RS Query in a store (litevna.index.search)."""
         return qido.search(self._rows, _DIALECT, store_id, query, use_sql)
 
+    def generation(self, store_id):
+        row = self._one("SELECT generation FROM stores WHERE id = ?", (store_id,))
+        return row["generation"] if row else 0
+
     def count_instances(self, store_id):
         return self._one("SELECT COUNT(*) AS n FROM instances WHERE store_id = ?",
                          (store_id,))["n"]
@@ -190,6 +194,7 @@ class _Writer:
     def __init__(self, conn, clock):
         self._conn = conn
         self._clock = clock
+        self._touched = set()
 
     @contextlib.contextmanager
     def savepoint(self):
@@ -222,6 +227,7 @@ class _Writer:
                                  (study_pk, parsed.series_uid), qido.series_columns,
                                  parsed.series)
         instance = parsed.instance
+        self._touch(store_id)
         conn.execute(
             "INSERT INTO instances (store_id, series_pk, sop_instance_uid, sop_class_uid, "
             "instance_number, number_of_frames, rows, columns, bits_allocated, transfer_syntax, "
@@ -249,6 +255,7 @@ class _Writer:
             f"WHERE {where}", args).fetchall()
         if not rows:
             return []
+        self._touch(store_id)
         self._conn.executemany("DELETE FROM instances WHERE id = ?", [(r[0],) for r in rows])
         for series_pk in {r[2] for r in rows}:
             self._conn.execute("DELETE FROM series WHERE id = ? AND NOT EXISTS "
@@ -258,6 +265,13 @@ class _Writer:
             self._conn.execute("DELETE FROM studies WHERE id = ? AND NOT EXISTS "
                                "(SELECT 1 FROM series WHERE study_pk = ?)", (study_pk, study_pk))
         return [r[1] for r in rows]
+
+    def _touch(self, store_id):
+        """Bump the store's generation once per transaction."""
+        if store_id not in self._touched:
+            self._touched.add(store_id)
+            self._conn.execute("UPDATE stores SET generation = generation + 1 WHERE id = ?",
+                               (store_id,))
 
     def _upsert(self, table, keys, key_values, columns_of, attrs):
         where = " AND ".join(f"{k} = ?" for k in keys)

@@ -1,0 +1,1 @@
+"""Caches of finished response bodies (in-process now; Redis with the scale-out issue)."""
