@@ -54,11 +54,14 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual([t for t, _, _ in query.keys[1].items], ["00080100", "00080102"])
 
     def test_modality_at_study_level(self):
-        query = parse(Modality="CT,MR")
-        series_key = [k for k in query.keys if k.level == "series"][0]
-        self.assertEqual(series_key.tag, q.MODALITY)
-        self.assertTrue(series_key.matcher.test(["MR"]))
-        self.assertFalse(series_key.matcher.test(["US"]))
+        for level in q.LEVELS:
+            key = parse(level, ModalitiesInStudy="CT,MR").keys[0]
+            self.assertEqual((key.tag, key.level), (q.MODALITIES_IN_STUDY, "study"))
+            self.assertTrue(key.matcher.test(["MR", "SR"]))
+            self.assertFalse(key.matcher.test(["US"]))
+        key = parse(Modality="CT").keys[0]
+        self.assertEqual((key.tag, key.level), (q.MODALITIES_IN_STUDY, "study"))
+        self.assertEqual(parse("series", Modality="CT").keys[0].tag, q.MODALITY)
 
     def test_includefield_lists(self):
         query = q.parse_query("study", [("includefield", "00081030,00080060"),
@@ -189,6 +192,7 @@ _KEYS = st.sampled_from([
     ("AccessionNumber", ["A00*", "A005", "*1"]),
     ("StudyDescription", ["Study 1", "Study*", "*2"]),
     ("Modality", ["CT", "MR,US", "C*", "SR\\CT"]),
+    ("ModalitiesInStudy", ["CT", "M?", "US,SR"]),
     ("SeriesDescription", ["Series 0*", "*of 3", "Series 1 of 4"]),
     ("SeriesNumber", ["1", "2", "3"]),
     ("InstanceNumber", ["1", "2\\3"]),

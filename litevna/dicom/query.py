@@ -431,7 +431,7 @@ def parse_query(level, params, study_uid=None, series_uid=None):
         keys.append(Key(STUDY_UID, "UI", "study", Uids([study_uid])))
     if series_uid is not None:
         keys.append(Key(SERIES_UID, "UI", "series", Uids([series_uid])))
-    sequences = {}
+    sequences, given = {}, set()
     for name, value in matches:
         path = _attribute_path(name)
         if len(path) == 2:
@@ -453,8 +453,9 @@ def parse_query(level, params, study_uid=None, series_uid=None):
             if value.strip() not in ("", "*"):
                 raise QueryError(f"{name} can be returned but not matched")
             continue
-        if tag in sequences or any(k.tag == tag for k in keys if not k.items):
+        if tag in given or tag in sequences:
             raise QueryError(f"{name} is given more than once")
+        given.add(tag)
         if vr == "SQ":
             if value.strip() not in ("", "*"):
                 raise QueryError(f"{name} is a sequence: match on its items with "
@@ -462,14 +463,8 @@ def parse_query(level, params, study_uid=None, series_uid=None):
             sequences[tag] = key = Key(tag, "SQ", level_of(tag), Universal())
             keys.append(key)
             continue
-        if tag == MODALITIES_IN_STUDY:
-            # A study matches when one of its series' Modality does (PS3.4 C.3.4).
-            keys.append(Key(MODALITY, "CS", "series",
-                            _matcher(name, "CS", value, fuzzy, lists=True), []))
-            keys.append(Key(MODALITIES_IN_STUDY, "CS", "study", Universal()))
-            continue
-        keys.append(Key(tag, vr, level_of(tag),
-                        _matcher(name, vr, value, fuzzy, lists=tag == MODALITY)))
+        keys.append(Key(tag, vr, level_of(tag), _matcher(
+            name, vr, value, fuzzy, lists=tag in (MODALITY, MODALITIES_IN_STUDY))))
     include = _includes(includes)
     query = Query(level, keys, include, limit, offset, fuzzy,
                   all_of_level=(study_uid is None if level != "instance"

@@ -45,6 +45,7 @@ COLUMNS = {
     ("study", "00080050"): ("{a}.accession_number", "text"),
     ("study", "00200010"): ("{a}.study_id", "text"),
     ("study", "00081030"): ("{a}.study_description", "text"),
+    ("study", q.MODALITIES_IN_STUDY): ("{a}.id", "modalities"),
     ("study", "00201206"): (_SERIES_COUNT, "int"),
     ("study", "00201208"): (_STUDY_INSTANCES, "int"),
     ("series", q.SERIES_UID): ("{a}.series_uid", "uid"),
@@ -60,6 +61,13 @@ COLUMNS = {
     ("instance", "00280010"): ("{a}.rows", "int"),
     ("instance", "00280011"): ("{a}.columns", "int"),
     ("instance", "00280100"): ("{a}.bits_allocated", "int"),
+}
+#: (level, computed tag) -> (SQL of its value over alias {a}, its VR).
+COMPUTED = {
+    ("study", q.MODALITIES_IN_STUDY): (_MODALITIES, "CS"),
+    ("study", "00201206"): (_SERIES_COUNT, "IS"),
+    ("study", "00201208"): (_STUDY_INSTANCES, "IS"),
+    ("series", "00201209"): (_SERIES_INSTANCES, "IS"),
 }
 # (query level, key level) -> (FROM of the children, the parent's id among them,
 # their alias, the join to one parent).
@@ -205,6 +213,10 @@ class Plan:
             if matcher.high is not None:
                 parts.append((f"{expr} <= {mark}", [matcher.high]))
             return self._all(parts)
+        if kind == "modalities" and isinstance(matcher, q.Text):
+            # A study's modalities are its series' (PS3.4 C.3.4 ModalitiesInStudy).
+            inner = self._any([self._text("c.modality", p, w) for p, w in matcher.alternatives])
+            return f"{expr} IN (SELECT c.study_pk FROM series c WHERE {inner[0]})", inner[1]
         if kind == "int" and isinstance(matcher, q.Numbers):
             whole = sorted({int(n) for n in matcher.numbers if n == int(n)})
             if not whole:
@@ -298,8 +310,8 @@ def _record_columns(level, alias, keys):
     """SELECT items for the DICOM JSON of a level, with the computed attributes keys name."""
     record = {"study": "attrs", "series": "attrs", "instance": "metadata"}[level]
     columns = [f"{alias}.{record} AS r_{level}"]
-    for tag in sorted({k.tag for k in keys if k.tag in q.COMPUTED}):
-        columns.append(f"{COLUMNS[(level, tag)][0].format(a=alias)} AS c_{level}_{tag}")
+    for tag in sorted({k.tag for k in keys if (level, k.tag) in COMPUTED}):
+        columns.append(f"{COMPUTED[(level, tag)][0].format(a=alias)} AS c_{level}_{tag}")
     return columns
 
 
@@ -308,8 +320,17 @@ def _record(row, level):
     prefix = f"c_{level}_"
     for name in row.keys():
         if name.startswith(prefix):
-            record[name[len(prefix):]] = {"vr": "IS", "Value": [row[name]]}
+            tag = name[len(prefix):]
+            record[tag] = _computed(tag, row[name])
     return record
+
+
+def _computed(tag, value):
+    """The DICOM JSON of a computed attribute from its SQL value."""
+    if tag == q.MODALITIES_IN_STUDY:
+        modalities = sorted(m for m in (value or "").split(",") if m)
+        return {"vr": "CS", "Value": modalities} if modalities else {"vr": "CS"}
+    return {"vr": "IS", "Value": [value]}
 
 
 def _children_match(execute, plan, row_id):
@@ -349,16 +370,14 @@ def _hits(execute, dialect, query, ids):
         if row is None:
             continue  # deleted between the two reads
         study = orjson.loads(row["study_attrs"])
-        modalities = sorted(m for m in (row["modalities"] or "").split(",") if m)
-        study[q.MODALITIES_IN_STUDY] = ({"vr": "CS", "Value": modalities} if modalities
-                                        else {"vr": "CS"})
-        study["00201206"] = {"vr": "IS", "Value": [row["n_series"]]}
-        study["00201208"] = {"vr": "IS", "Value": [row["n_study_instances"]]}
+        study[q.MODALITIES_IN_STUDY] = _computed(q.MODALITIES_IN_STUDY, row["modalities"])
+        study["00201206"] = _computed("00201206", row["n_series"])
+        study["00201208"] = _computed("00201208", row["n_study_instances"])
         hit = {"study": study, "series": None, "instance": None,
                "study_uid": row["study_uid"]}
         if rank >= 1:
             series = orjson.loads(row["series_attrs"])
-            series["00201209"] = {"vr": "IS", "Value": [row["n_series_instances"]]}
+            series["00201209"] = _computed("00201209", row["n_series_instances"])
             hit.update(series=series, series_uid=row["series_uid"])
         if rank >= 2:
             hit.update(instance=orjson.loads(row["metadata"]),

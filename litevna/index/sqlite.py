@@ -11,6 +11,7 @@ import orjson
 from zope.interface import implementer
 
 from litevna.dicom import frames as frame_table
+from litevna.dicom.levels import SERIES_TAGS, STUDY_TAGS
 from litevna.index import Conflict
 from litevna.index import search as qido
 from litevna.interfaces import IIndex, IIndexWriter
@@ -307,5 +308,20 @@ def _refill_query_columns(conn):
                          "WHERE id = ?", [*columns.values(), pk])
 
 
-_UPGRADES = {2: _refill_query_columns}
+def _refill_level_attributes(conn):
+    """Schema 4: level attributes again from each study's and series' first instance."""
+    for table, tags, parent in (("studies", STUDY_TAGS, "se.study_pk"),
+                                ("series", SERIES_TAGS, "i.series_pk")):
+        rows = conn.execute(
+            f"SELECT {parent} AS pk, i.metadata FROM instances i JOIN series se "
+            f"ON se.id = i.series_pk WHERE i.id IN (SELECT MIN(i.id) FROM instances i "
+            f"JOIN series se ON se.id = i.series_pk GROUP BY {parent})").fetchall()
+        for pk, metadata in rows:
+            document = orjson.loads(metadata)
+            attrs = {tag: document[tag] for tag in tags if tag in document}
+            conn.execute(f"UPDATE {table} SET attrs = ? WHERE id = ?", (orjson.dumps(attrs), pk))
+    _refill_query_columns(conn)
+
+
+_UPGRADES = {2: _refill_query_columns, 4: _refill_level_attributes}
 _DIALECT = qido.Dialect()
