@@ -11,6 +11,8 @@ order and Python decides, so ``limit``/``offset`` stay exact either way.
 The SQL is shared by the dialects; ``Dialect`` holds what differs.
 """
 
+import functools
+
 import orjson
 
 from litevna.dicom import query as q
@@ -325,6 +327,17 @@ def _record(row, level):
     return record
 
 
+@functools.lru_cache(maxsize=20000)
+def _parsed(document):
+    return orjson.loads(document)
+
+
+def _document(document):
+    """A fresh dict of a stored level document; the parse is cached by content, so
+    a study on every page is parsed once, and a changed one is a new entry."""
+    return dict(_parsed(bytes(document)))
+
+
 def _computed(tag, value):
     """The DICOM JSON of a computed attribute from its SQL value."""
     if tag == q.MODALITIES_IN_STUDY:
@@ -369,14 +382,14 @@ def _hits(execute, dialect, query, ids):
         row = by_id.get(pk)
         if row is None:
             continue  # deleted between the two reads
-        study = orjson.loads(row["study_attrs"])
+        study = _document(row["study_attrs"])
         study[q.MODALITIES_IN_STUDY] = _computed(q.MODALITIES_IN_STUDY, row["modalities"])
         study["00201206"] = _computed("00201206", row["n_series"])
         study["00201208"] = _computed("00201208", row["n_study_instances"])
         hit = {"study": study, "series": None, "instance": None,
                "study_uid": row["study_uid"]}
         if rank >= 1:
-            series = orjson.loads(row["series_attrs"])
+            series = _document(row["series_attrs"])
             series["00201209"] = _computed("00201209", row["n_series_instances"])
             hit.update(series=series, series_uid=row["series_uid"])
         if rank >= 2:
