@@ -280,3 +280,164 @@ def multiframe_file(frames: int = 100, rows: int = 512, cols: int = 512) -> Path
         tmp.write_bytes(_encode(ds, uid))
         os.replace(tmp, path)
     return path
+
+
+# --------------------------------------------------------------------------- QIDO archive
+
+FAMILY_NAMES = [  # the 50 most frequent US family names; share of patients falls linearly 3 % → 1 %
+    "SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "RODRIGUEZ",
+    "MARTINEZ", "HERNANDEZ", "LOPEZ", "GONZALEZ", "WILSON", "ANDERSON", "THOMAS", "TAYLOR", "MOORE",
+    "JACKSON", "MARTIN", "LEE", "PEREZ", "THOMPSON", "WHITE", "HARRIS", "SANCHEZ", "CLARK", "RAMIREZ",
+    "LEWIS", "ROBINSON", "WALKER", "YOUNG", "ALLEN", "KING", "WRIGHT", "SCOTT", "TORRES", "NGUYEN",
+    "HILL", "FLORES", "GREEN", "ADAMS", "NELSON", "BAKER", "HALL", "RIVERA", "CAMPBELL", "MITCHELL",
+    "CARTER", "ROBERTS",
+]
+GIVEN_NAMES = {
+    "M": ["JAMES", "JOHN", "ROBERT", "MICHAEL", "WILLIAM", "DAVID", "RICHARD", "JOSEPH", "CHARLES",
+          "DANIEL", "MATTHEW", "ANTHONY", "MARK", "PAUL", "STEVEN", "ANDREW", "KENNETH", "KEVIN"],
+    "F": ["MARY", "PATRICIA", "JENNIFER", "LINDA", "ELIZABETH", "BARBARA", "SUSAN", "JESSICA", "SARAH",
+          "KAREN", "NANCY", "LISA", "BETTY", "MARGARET", "SANDRA", "ASHLEY", "EMILY", "DONNA"],
+}
+# modality: (share of studies, study descriptions, series descriptions)
+MODALITIES = {
+    "CT": (35, ["CT CHEST W CONTRAST", "CT HEAD WO CONTRAST", "CT ABDOMEN PELVIS W CONTRAST",
+                "CT ANGIO CHEST PE PROTOCOL", "CT SPINE LUMBAR WO CONTRAST"],
+           ["AXIAL 1.0 SOFT TISSUE", "AXIAL 5.0 LUNG", "CORONAL MPR", "SAGITTAL MPR", "SCOUT"]),
+    "MR": (25, ["MR BRAIN W WO CONTRAST", "MR KNEE LEFT WO CONTRAST", "MR LUMBAR SPINE WO CONTRAST",
+                "MR PROSTATE MULTIPARAMETRIC"],
+           ["T1 SAG", "T2 AX", "FLAIR AX", "DWI", "T1 POST GD AX"]),
+    "US": (15, ["US ABDOMEN COMPLETE", "US PELVIS TRANSVAGINAL", "US THYROID", "US CAROTID DOPPLER"],
+           ["B-MODE", "COLOR DOPPLER", "CINE"]),
+    "CR": (15, ["XR CHEST 2 VIEWS", "XR KNEE 3 VIEWS", "XR HAND LEFT"], ["PA", "LAT", "AP"]),
+    "MG": (5, ["MG SCREENING BILATERAL", "MG DIAGNOSTIC LEFT"], ["L CC", "R CC", "L MLO", "R MLO"]),
+    "PT": (5, ["PET CT WHOLE BODY FDG"], ["PET AC", "PET NAC", "CT ATTENUATION"]),
+}
+FIRST_STUDY_DAY = 735599  # date(2015, 1, 1).toordinal(); studies spread over ten years
+
+
+class QidoStudy:
+    """The study-level attributes of one synthetic study and the UIDs of its series."""
+
+    __slots__ = ("index", "uid", "patient", "date", "time", "accession", "description",
+                 "referring", "series")
+
+    def __init__(self, **kw) -> None:
+        for name, value in kw.items():
+            setattr(self, name, value)
+
+
+class QidoArchive:
+    """A deterministic synthetic archive for QIDO-RS: ``studies`` × ``series`` × ``per_series``.
+
+    Patients (≈0.3 per study, at least one), names, dates, accession numbers, modalities and
+    descriptions come from ``random.Random`` seeded by ``seed``; UIDs from
+    ``generate_uid(entropy_srcs=...)``: the same arguments always give the same bytes. The
+    instances are tiny CT images (8×8 int16, Explicit VR Little Endian): one header per series
+    is encoded by pydicom, the per-instance fields are patched in at fixed width.
+    """
+
+    _UID = SyntheticStudy._UID
+    _IS, _IPP_Z = "987654321987", "-8765.4321987"
+
+    def __init__(self, studies: int, series: int = 3, per_series: int = 10, seed: str = "litevna-qido",
+                 rows: int = 8, cols: int = 8) -> None:
+        import random
+        from datetime import date
+
+        self.count, self.series_per_study, self.per_series = studies, series, per_series
+        self.seed, self.rows, self.cols = seed, rows, cols
+        rng = random.Random(f"{seed}:patients")
+        weights = [3.0 - 2.0 * i / (len(FAMILY_NAMES) - 1) for i in range(len(FAMILY_NAMES))]
+        n_patients = max(1, round(studies * 0.3))
+        ids = rng.sample(range(1_000_000, 10_000_000), n_patients)
+        self.patients = []
+        for pid in ids:
+            sex = rng.choice("MF")
+            name = f"{rng.choices(FAMILY_NAMES, weights)[0]}^{rng.choice(GIVEN_NAMES[sex])}"
+            if rng.random() < 0.3:
+                name += "^" + rng.choice("ABCDEFGHJKLMNPRSTW")
+            birth = date.fromordinal(rng.randrange(date(1930, 1, 1).toordinal(), date(2020, 1, 1).toordinal()))
+            self.patients.append({"id": f"MRN{pid}", "name": name, "sex": sex, "birth": birth.strftime("%Y%m%d")})
+        physicians = [f"{rng.choice(FAMILY_NAMES)}^{rng.choice(GIVEN_NAMES[rng.choice('MF')])}"
+                      for _ in range(40)]
+        kinds = list(MODALITIES)
+        shares = [MODALITIES[m][0] for m in kinds]
+        self.studies = []
+        for i in range(studies):
+            r = random.Random(f"{seed}:study:{i}")
+            patient = self.patients[i] if i < n_patients else r.choice(self.patients)
+            day = date.fromordinal(FIRST_STUDY_DAY + r.randrange(3653))
+            modality = r.choices(kinds, shares)[0]
+            series_list = []
+            for s in range(series):
+                m = modality if s < 2 or r.random() < 0.8 else r.choice(kinds)
+                series_list.append({"uid": self._uid("series", i, s), "number": s + 1, "modality": m,
+                                    "description": r.choice(MODALITIES[m][2])})
+            self.studies.append(QidoStudy(
+                index=i, uid=self._uid("study", i), patient=patient, date=day.strftime("%Y%m%d"),
+                time=f"{r.randrange(7, 20):02d}{r.randrange(60):02d}{r.randrange(60):02d}",
+                accession=f"A{day.year % 100:02d}{i:07d}", description=r.choice(MODALITIES[modality][1]),
+                referring=r.choice(physicians), series=series_list))
+        self.pixels = phantom(0, 1, rows, cols).tobytes()
+        self._template_key: tuple[int, int] | None = None
+
+    @property
+    def instances(self) -> int:
+        return self.count * self.series_per_study * self.per_series
+
+    def _uid(self, *entropy: object) -> str:
+        return generate_uid(entropy_srcs=[self.seed, *map(str, entropy)])
+
+    def _series_template(self, study: QidoStudy, s: int) -> tuple[bytes, dict[str, list[int]]]:
+        if self._template_key != (study.index, s):
+            series = study.series[s]
+            ds = _ct_header(study.uid, series["uid"], self._uid("frame", study.index), self.rows, self.cols)
+            p = study.patient
+            ds.PatientName, ds.PatientID = p["name"], p["id"]
+            ds.PatientSex, ds.PatientBirthDate = p["sex"], p["birth"]
+            age = int(study.date[:4]) - int(p["birth"][:4]) - (study.date[4:] < p["birth"][4:])
+            ds.PatientAge = f"{max(age, 0):03d}Y"
+            ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study.date
+            ds.StudyTime = study.time
+            ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = f"{study.time}.{s:06d}"
+            ds.AccessionNumber = study.accession
+            ds.StudyDescription = study.description
+            ds.ReferringPhysicianName = study.referring
+            ds.StudyID = str(study.index + 1)
+            ds.Modality = series["modality"]
+            ds.SeriesDescription = series["description"]
+            ds.SeriesNumber = str(series["number"])
+            ds.BodyPartExamined = "CHEST"
+            ds.SOPInstanceUID = self._UID
+            ds.InstanceNumber = self._IS
+            ds.ImagePositionPatient = ["-180.0", "-180.0", self._IPP_Z]
+            ds.SliceLocation = self._IPP_Z
+            template = _encode(ds, self._UID) + b"".join(_pixel_element(self.pixels))
+            slots = {m: [x.start() for x in re.finditer(re.escape(m.encode()), template)]
+                     for m in (self._UID, self._IS, self._IPP_Z)}
+            assert [len(v) for v in slots.values()] == [2, 1, 2], slots
+            self._template, self._slots, self._template_key = template, slots, (study.index, s)
+        return self._template, self._slots
+
+    def sop_uid(self, study: int, series: int, instance: int) -> str:
+        return self._uid("sop", study, series, instance)
+
+    def instance(self, k: int) -> bytes:
+        """Part 10 bytes of instance ``k`` (0 ≤ k < instances), study-major order."""
+        per_study = self.series_per_study * self.per_series
+        study, rest = divmod(k, per_study)
+        s, j = divmod(rest, self.per_series)
+        template, slots = self._series_template(self.studies[study], s)
+        z = f"{-100.0 - j:.1f}"
+        out = bytearray(template)
+        for marker, value, pad in ((self._UID, self.sop_uid(study, s, j), "\0"),
+                                   (self._IS, str(j + 1), " "), (self._IPP_Z, z, " ")):
+            assert len(value) <= len(marker)
+            for offset in slots[marker]:
+                out[offset:offset + len(marker)] = value.ljust(len(marker), pad).encode()
+        return bytes(out)
+
+    def batches(self, size: int, start: int = 0) -> Iterator[list[bytes]]:
+        """Instances ``start…`` in lists of ``size`` (one list is built when asked for)."""
+        for first in range(start, self.instances, size):
+            yield [self.instance(k) for k in range(first, min(first + size, self.instances))]

@@ -1,7 +1,8 @@
 """Start servers side by side for benchmarks: Orthanc (+DICOMweb plugin) and LiteVNA.
 
-Every server runs in its own temp directory, in its own session (so Ctrl-C reaches
-only this script, which then stops it) and dies with this process (PR_SET_PDEATHSIG).
+Every server runs in its own temp directory (or, with ``workdir=``, a persistent one that
+is kept and reused), in its own session (so Ctrl-C reaches only this script, which then
+stops it) and dies with this process (PR_SET_PDEATHSIG).
 """
 from __future__ import annotations
 
@@ -71,14 +72,24 @@ class Server:
 
     name = "server"
     ready_path = "/"
+    dicomweb_root = ""  # path of the DICOMweb service on base_url
     startup_timeout = 60.0
 
-    def __init__(self, max_body: int | None = None) -> None:
-        """`max_body`: the largest request body the benchmark will send (servers with a limit raise it)."""
+    def __init__(self, max_body: int | None = None, workdir: Path | str | None = None) -> None:
+        """`max_body`: the largest request body the benchmark will send (servers with a limit raise it).
+
+        `workdir`: a persistent directory for the server's data, created if missing and kept
+        on stop, so a later run starts on the same data (otherwise a temp dir, removed on stop).
+        """
         self.max_body = max_body
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        self.persistent = workdir is not None
+        if self.persistent:
+            self.workdir = Path(workdir).resolve()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.log_path = self.workdir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.cmd: list[str] = []
@@ -111,7 +122,7 @@ class Server:
         if threading.current_thread() is threading.main_thread():
             _sigterm_to_exit()
         self.cmd = self.command()
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab" if self.persistent else "wb") as log:
             try:
                 self.proc = subprocess.Popen(
                     self.cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
@@ -153,7 +164,8 @@ class Server:
                 proc.kill()
                 proc.wait()
         _live.discard(self)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self.persistent:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "Server":
         return self.start()
@@ -174,6 +186,13 @@ class Orthanc(Server):
 
     name = "orthanc"
     ready_path = "/system"
+    dicomweb_root = "/dicom-web"
+
+    def __init__(self, max_body: int | None = None, workdir: Path | str | None = None,
+                 config: dict | None = None) -> None:
+        """`config`: options merged over the generated configuration (the rest stays default)."""
+        super().__init__(max_body, workdir)
+        self.config_overrides = dict(config or {})
 
     def command(self) -> list[str]:
         config = {
@@ -188,6 +207,7 @@ class Orthanc(Server):
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
+            **self.config_overrides,
         }
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
@@ -202,7 +222,7 @@ class Orthanc(Server):
 
     @property
     def stow_url(self) -> str:
-        return f"{self.base_url}/dicom-web/studies"
+        return f"{self.base_url}{self.dicomweb_root}/studies"
 
 
 class LiteVNA(Server):
@@ -212,11 +232,13 @@ class LiteVNA(Server):
     ready_path = "/healthz"
     label = "bench"
     email = "bench@example.com"
+    dicomweb_root = f"/{label}/dicomweb"
 
     default_max_body = 512 * MiB  # beyond --max-body a direct STOW gets 413
 
-    def __init__(self, max_body: int | None = None, extra_args: list[str] | None = None) -> None:
-        super().__init__(max_body)
+    def __init__(self, max_body: int | None = None, extra_args: list[str] | None = None,
+                 workdir: Path | str | None = None) -> None:
+        super().__init__(max_body, workdir)
         self.data_dir = self.workdir / "data"
         self.extra_args = list(extra_args or [])
         if max_body and max_body > self.default_max_body:
@@ -233,7 +255,16 @@ class LiteVNA(Server):
             raise ServerUnavailable(f"litevna: `{' '.join(cmd[1:])}` failed ({r.returncode}): {r.stderr.strip()}")
         return r.stdout
 
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "api-key.json"
+
     def provision(self) -> None:
+        """Account, store and key; in a persistent workdir only the first time (the key is kept)."""
+        if self.persistent and self.key_file.exists():
+            key = json.loads(self.key_file.read_text())["value"]
+            self.headers = {"Authorization": f"Bearer {key}"}
+            return
         self.admin("create-account", self.email, "--password-stdin", stdin=secrets.token_urlsafe(18) + "\n")
         self.admin("create-store", self.label, "--owner", self.email)
         out = self.admin("create-api-key", self.label, "--permissions", "read,write,delete")
@@ -242,10 +273,15 @@ class LiteVNA(Server):
         except (ValueError, KeyError, IndexError) as e:
             raise ServerUnavailable(f"litevna: create-api-key printed no JSON with 'value': {out!r}") from e
         self.headers = {"Authorization": f"Bearer {key}"}
+        if self.persistent:
+            tmp = self.key_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"value": key}))
+            tmp.chmod(0o600)
+            os.replace(tmp, self.key_file)
 
     @property
     def stow_url(self) -> str:
-        return f"{self.base_url}/{self.label}/dicomweb/studies"
+        return f"{self.base_url}{self.dicomweb_root}/studies"
 
 
 SERVERS = {"orthanc": Orthanc, "litevna": LiteVNA}

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import re
 import statistics
 import subprocess
 import sys
@@ -35,17 +33,6 @@ import load  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"'
-WRK_SCRIPT = """
-local paths = {}
-for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
-local counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", paths[(counter % #paths) + 1])
-end
-"""
-
-
 def uids(path: Path) -> tuple[str, str, str]:
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
@@ -55,29 +42,6 @@ def wado_root(server: harness.Server) -> str:
     if isinstance(server, harness.LiteVNA):
         return f"/{server.label}/dicomweb"
     return "/dicom-web"
-
-
-def wrk(base_url: str, paths: list[str], headers: dict[str, str], seconds: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        script, listing = Path(tmp, "rotate.lua"), Path(tmp, "paths.txt")
-        script.write_text(WRK_SCRIPT)
-        listing.write_text("\n".join(paths) + "\n")
-        cmd = ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(script)]
-        for name, value in headers.items():
-            cmd += ["-H", f"{name}: {value}"]
-        out = subprocess.run(cmd + [base_url], capture_output=True, text=True,
-                             env=dict(os.environ, WRK_PATHS=str(listing)), check=True).stdout
-    result = {"req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
-    for pct in ("50", "99"):
-        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()
-        result[f"p{pct}_ms"] = float(value) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
-    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
-    scale = {"B": 1 / 2 ** 20, "KB": 1 / 1024, "MB": 1, "GB": 1024}[transfer.group(2)]
-    result["mib_per_s"] = float(transfer.group(1)) * scale
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"wrk saw {errors.group(1)} error responses:\n{out}")
-    return result
 
 
 def latency_p50(url: str, headers: dict[str, str], count: int = 40) -> tuple[float, int]:
@@ -116,14 +80,14 @@ def run_server(name: str, ct_files: list[Path], multiframe: Path, seconds: int) 
         frame_headers = dict(server.headers, Accept=FRAME_ACCEPT)
         mf_paths = [f"{root}/studies/{mf_study}/series/{mf_series}/instances/{mf_sop}/frames/{n}"
                     for n in range(1, 101)]
-        row["multiframe"] = wrk(base, mf_paths, frame_headers, seconds)
+        row["multiframe"] = load.wrk(base, mf_paths, frame_headers, seconds)
         ct_paths = []
         for path in ct_files:
             s, se, sop = uids(path)
             ct_paths.append(f"{root}/studies/{s}/series/{se}/instances/{sop}")
-        row["ct_frame"] = wrk(base, [p + "/frames/1" for p in ct_paths], frame_headers, seconds)
+        row["ct_frame"] = load.wrk(base, [p + "/frames/1" for p in ct_paths], frame_headers, seconds)
         if name == "litevna":
-            row["instance"] = wrk(base, ct_paths, dict(server.headers, Accept="application/dicom"),
+            row["instance"] = load.wrk(base, ct_paths, dict(server.headers, Accept="application/dicom"),
                                   seconds)
         return row
 
@@ -141,7 +105,7 @@ http {{ access_log off; sendfile on; tcp_nopush on;
         proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp])
         try:
             time.sleep(0.5)
-            result = wrk(f"http://127.0.0.1:{port}", [f"/{p.name}" for p in ct_files], {}, seconds)
+            result = load.wrk(f"http://127.0.0.1:{port}", [f"/{p.name}" for p in ct_files], {}, seconds)
         finally:
             proc.terminate()
             proc.wait()

@@ -11,10 +11,10 @@ from litevna.auth.guard import Forbidden, Unauthorized
 from litevna.dicomweb.qido import query_params
 from litevna.dicomweb.stow import StowBody, stow_response, stow_target
 from litevna.dicomweb.wado import DICOM_JSON as DICOM_JSON_TYPE
-from litevna.dicomweb.wado import Body, accept_ranges
+from litevna.dicomweb.wado import accept_ranges
 from litevna.http.cors import Cors
 from litevna.http.errors import HTTPError, write_error
-from litevna.http.producers import FileRange, PiecesProducer
+from litevna.http.producers import PiecesProducer
 from litevna.http.site import LiteSite
 
 log = Logger()
