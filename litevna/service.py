@@ -15,6 +15,7 @@ from litevna.index.sqlite import SqliteIndex
 from litevna.storage.fs import FileBlobStore
 from litevna.cache.memory import MemoryCache
 from litevna.dicomweb.qido import Qido
+from litevna.dicomweb.rendered import Rendered
 from litevna.dicomweb.wado import Wado
 from litevna.web import Application
 
@@ -71,10 +72,12 @@ def make_application(config, reactor, cpu_pool):
     guard = Guard(keyring, index.api_key, index.store_by_label, time.time)
     readiness = (("index", lambda: index.count_instances(0)),
                  ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0))
-    # Half the cache for metadata documents, half for search answers.
-    wado = Wado(index, blobs, cpu, MemoryCache(config.cache_size // 2))
-    qido = Qido(index, cpu, MemoryCache(config.cache_size // 2))
-    application = Application(config, archive, guard, wado, qido, readiness)
+    # A quarter of the cache for metadata documents, a quarter for search answers,
+    # half for rendered images.
+    wado = Wado(index, blobs, cpu, MemoryCache(config.cache_size // 4))
+    qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
+    rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2))
+    application = Application(config, archive, guard, wado, qido, rendered, readiness)
     return application, _ArchiveService(archive, index)
 
 

@@ -35,12 +35,13 @@ class Application:
 
     app = Klein()
 
-    def __init__(self, config, archive, guard, wado, qido, readiness=()):
+    def __init__(self, config, archive, guard, wado, qido, rendered, readiness=()):
         self.config = config
         self.archive = archive
         self.guard = guard
         self.wado = wado
         self.qido = qido
+        self.rendered = rendered
         self._readiness = readiness
 
     def site(self):
@@ -254,3 +255,32 @@ def _qido_routes(cls):
 
 
 _qido_routes(Application)
+
+
+def _rendered_routes(cls):
+    """…/rendered and …/thumbnail (PS3.18 §10.4.1.1.3) at every level, added below."""
+    app = cls.app
+    instance = "/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
+    paths = ("/<label>/dicomweb/studies/<study>", "/<label>/dicomweb/studies/<study>/series/<series>",
+             instance, instance + "/frames/<frame_list>", instance + "/frame/<frame_list>")
+
+    def render(self, request, label, thumbnail, study, series=None, sop=None, frame_list=None):
+        principal = self.authorize(request, label, "read")
+        _, _, raw_query = request.uri.partition(b"?")
+        accept = request.getHeader(b"accept")
+        match = request.getHeader(b"if-none-match")
+        d = maybeDeferred(self.rendered.render, principal.store_id, query_params(raw_query),
+                          accept.decode("latin-1") if accept else None,
+                          match.decode("latin-1") if match else None,
+                          thumbnail, study, series, sop, frame_list)
+        return d.addCallback(lambda body: send(request, body))
+
+    for path in paths:
+        render = app.route(path + "/rendered", methods=["GET"],
+                           defaults={"thumbnail": False})(render)
+        render = app.route(path + "/thumbnail", methods=["GET"],
+                           defaults={"thumbnail": True})(render)
+    return cls
+
+
+_rendered_routes(Application)

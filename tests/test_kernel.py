@@ -39,6 +39,45 @@ class KernelTests(SynchronousTestCase):
         self.assertEqual(actual.dtype, np.uint8)
         self.assertLessEqual(int(np.abs(actual.astype(int) - expected.astype(int)).max()), 1)
 
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.data(), dtype=st.sampled_from([np.int8, np.uint8, np.int16, np.uint16]),
+           slope=st.floats(-10, 10).filter(lambda s: abs(s) > 1e-3),
+           intercept=st.floats(-2000, 2000), center=st.floats(-3000, 3000),
+           width=st.floats(0.001, 5000), mode=st.sampled_from(sorted(kernel.WINDOW_MODES)),
+           invert=st.booleans())
+    def test_twins_agree_on_narrow_ranges(self, data, dtype, slope, intercept, center, width,
+                                          mode, invert):
+        # Values spanning few levels take the compiled kernel's lookup-table path.
+        if mode == "linear":
+            width = max(width, 1.0)
+        info = np.iinfo(dtype)
+        low = data.draw(st.integers(int(info.min), int(info.max)))
+        span = data.draw(st.integers(0, 64))
+        high = min(int(info.max), low + span)
+        pixels = data.draw(hnp.arrays(dtype, st.integers(4 * (span + 1), 2000),
+                                      elements=st.integers(low, high)))
+        expected = kernel.window_rescale_numpy(pixels, slope, intercept, center, width, mode,
+                                               invert)
+        actual = kernel.window_rescale(pixels, slope, intercept, center, width, mode, invert)
+        self.assertLessEqual(int(np.abs(actual.astype(int) - expected.astype(int)).max()), 1)
+
+    def test_frame_sized_inputs(self):
+        # Both compiled paths on 512x512 frames: a CT-like range (table) and full-range noise.
+        rng = np.random.default_rng(7)
+        for dtype, low, high in ((np.int16, -1024, 3071), (np.uint16, 0, 4095),
+                                 (np.int16, -32768, 32767), (np.uint16, 0, 65535),
+                                 (np.uint8, 0, 255), (np.int32, -100000, 100000)):
+            pixels = rng.integers(low, high, (512, 512), endpoint=True).astype(dtype)
+            for mode in sorted(kernel.WINDOW_MODES):
+                for invert in (False, True):
+                    args = (pixels, 1.0, -1024.0, 40.0, 400.0, mode, invert)
+                    actual = kernel.window_rescale(*args)
+                    expected = kernel.window_rescale_numpy(*args)
+                    self.assertEqual(actual.shape, (512, 512))
+                    self.assertLessEqual(
+                        int(np.abs(actual.astype(int) - expected.astype(int)).max()), 1,
+                        f"{np.dtype(dtype)} [{low}, {high}] {mode} invert={invert}")
+
     def test_standard_linear_endpoints(self):
         # PS3.3 C.11.2.1.2.1 with center 40, width 400: below -159.5 is 0, above 239.5 is 255.
         values = np.array([-1000, -160, 240, 1000], dtype=np.int16)

@@ -73,7 +73,7 @@ class FrameOutOfRange(RenderError):
 
 
 class CannotRender(Exception):
-    """The stored pixel data cannot be decoded or displayed (no pixel data, codec, colour space)."""
+    """The stored pixels cannot be decoded or displayed (no pixel data, codec, colour space)."""
 
 
 class NotAcceptable(Exception):
