@@ -1,5 +1,6 @@
 """Assembly only: config → backends → services. No logic of its own."""
 
+import gc
 import os
 import time
 
@@ -92,4 +93,8 @@ def make_service(config, reactor):
     web.setServiceParent(top)
     log.info("LiteVNA serving {data_dir} on {listen}", data_dir=config.data_dir,
              listen=config.listen)
+    # What is loaded by now (pydicom's dictionaries, the modules) lives as long as the
+    # process: keep it out of every full collection, which otherwise stalls requests.
+    gc.collect()
+    gc.freeze()
     return top
