@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["stow.py", "qido.py", "render.py"]  # later: wado_frames.py, rendered.py
+BENCHMARKS = ["stow.py", "qido.py", "render.py", "rendered.py"]  # later: wado_frames.py
 
 
 def main(argv: list[str]) -> int:

@@ -275,11 +275,12 @@ def _rendered_routes(cls):
                           thumbnail, study, series, sop, frame_list)
         return d.addCallback(lambda body: send(request, body))
 
-    for path in paths:
-        render = app.route(path + "/rendered", methods=["GET"],
-                           defaults={"thumbnail": False})(render)
-        render = app.route(path + "/thumbnail", methods=["GET"],
-                           defaults={"thumbnail": True})(render)
+    # One endpoint per rule: werkzeug redirects between rules of one endpoint that
+    # share defaults (…/frame/ would be a 308 to …/frames/).
+    for number, path in enumerate(paths):
+        for kind, thumbnail in (("rendered", False), ("thumbnail", True)):
+            render = app.route(path + "/" + kind, methods=["GET"], endpoint=f"{kind}_{number}",
+                               defaults={"thumbnail": thumbnail})(render)
     return cls
 
 
