@@ -77,7 +77,8 @@ def make_application(config, reactor, cpu_pool):
     # half for rendered images.
     wado = Wado(index, blobs, cpu, MemoryCache(config.cache_size // 4))
     qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
-    rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2))
+    rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2),
+                        instance_row=wado.instance_row)
     application = Application(config, archive, guard, wado, qido, rendered, readiness)
     return application, _ArchiveService(archive, index)
 

@@ -164,7 +164,7 @@ class Wado:
     def _instances(self, store_id, study, series=None, sop=None, columns=None):
         check_uids(study, series, sop)
         if sop is not None and columns is None:
-            return [self._instance(store_id, study, series, sop)]
+            return [self.instance_row(store_id, study, series, sop)]
         kwargs = {"columns": columns} if columns else {}
         rows = self._index.instances_of(store_id, study, series, sop, **kwargs)
         if not rows:
@@ -172,7 +172,7 @@ class Wado:
                                                 else "study"))
         return rows
 
-    def _instance(self, store_id, study, series, sop):
+    def instance_row(self, store_id, study, series, sop):
         """One instance's row, 404 unless it is in that study and series.
 
         Rows are cached: a cached row is trusted only while its blob file exists, and
@@ -281,7 +281,7 @@ class Wado:
     def frames(self, store_id, ranges, study, series, sop, frame_list):
         check_uids(study, series, sop)
         numbers = parse_frame_list(frame_list)
-        row = self._instance(store_id, study, series, sop)
+        row = self.instance_row(store_id, study, series, sop)
         if not row["number_of_frames"]:
             raise HTTPError(404, "this instance has no pixel data")
         too_far = [n for n in numbers if n > row["number_of_frames"]]
@@ -321,7 +321,7 @@ class Wado:
         check_uids(study, series, sop)
         if not _TAG_PATH.match(tag_path):
             raise HTTPError(404, "no such bulk data")
-        row = self._instance(store_id, study, series, sop)
+        row = self.instance_row(store_id, study, series, sop)
         path = self._blobs.local_path(row["blob_key"])
         single = _single_part(ranges)
         table = row["frames"]
