@@ -18,10 +18,11 @@ from litevna.http.errors import HTTPError
 from litevna.render import pipeline
 
 
-#: Native frames up to this many pixels render on the reactor thread: about a
-#: millisecond for 512×512 (header cached), less than handing the work to the CPU
-#: pool costs in GIL hand-offs (690 vs 441 JPEG renders/s measured). Compressed or
-#: larger frames, and animations, go to the pool.
+#: Native frames up to this many pixels render as JPEG on the reactor thread: about
+#: a millisecond for 512×512 (header cached), less than handing the work to the CPU
+#: pool costs in GIL hand-offs (690 vs 441 renders/s measured). PNG (2.5 ms of zlib,
+#: which releases the GIL: 330 renders/s pooled, 181 inline), compressed or larger
+#: frames and animations go to the pool.
 INLINE_PIXELS = 1024 * 1024
 
 
@@ -71,8 +72,8 @@ class Rendered:
             frame = 1
         if frame is None:
             d = self._cpu(pipeline.render_instance_default, path, asked)
-        elif row["transfer_syntax"] in INLINE_SYNTAXES and \
-                (row["rows"] or 0) * (row["columns"] or 0) <= INLINE_PIXELS:
+        elif asked.media_type == "image/jpeg" and row["transfer_syntax"] in INLINE_SYNTAXES \
+                and (row["rows"] or 0) * (row["columns"] or 0) <= INLINE_PIXELS:
             d = maybeDeferred(pipeline.render_frame, path, frame, asked)
         else:
             d = self._cpu(pipeline.render_frame, path, frame, asked)
