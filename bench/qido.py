@@ -359,6 +359,9 @@ VARIANTS = {
 
 def run_variant(variant: str, archive: data.QidoArchive, loads: list[Workload], args) -> dict:
     name, kwargs, label = VARIANTS[variant]
+    if name == "litevna" and args.workers > 1:
+        kwargs = dict(kwargs, extra_args=kwargs.get("extra_args", []) + ["--workers", str(args.workers)])
+        label += f", --workers {args.workers}"
     row: dict = {"variant": variant, "server": name, "label": label, "timed": {}}
     with harness.SERVERS[name](workdir=store_dir(name, archive), **kwargs) as server:
         row["server_info"] = {k: server.info[k] for k in ("Version", "dicomweb_plugin") if k in server.info}
@@ -467,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100, help="instances per STOW request when loading")
     p.add_argument("--load-concurrency", type=int, default=4, help="concurrent STOW requests when loading")
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--workers", type=int, default=1, help="LiteVNA --workers (default 1)")
     p.add_argument("--connections", type=int, default=8, help="wrk connections")
     p.add_argument("--full-sample", type=int, default=5,
                    help="paths per query type whose whole match set is compared UID by UID")

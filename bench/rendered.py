@@ -99,9 +99,11 @@ def check_pass(base_url: str, paths: list[str], headers: dict[str, str], media_t
             "total_bytes": sum(sizes), "first_image": first}
 
 
-def run_config(config: str, files: list[Path], cases: list[str], seconds: int) -> dict:
+def run_config(config: str, files: list[Path], cases: list[str], seconds: int,
+               workers: int = 1) -> dict:
     kind, extra = CONFIGS[config]
     server_cls = harness.SERVERS[kind]
+    extra = extra + (["--workers", str(workers)] if workers > 1 else [])
     server = server_cls(max_body=1 << 30, extra_args=extra) if kind == "litevna" else server_cls()
     with server:
         started = time.perf_counter()
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                              "litevna-uncached, litevna-cached")
     parser.add_argument("--cases", default="jpeg,png", help="comma list of: jpeg, png")
     parser.add_argument("--quick", action="store_true", help="3 s per case")
+    parser.add_argument("--workers", type=int, default=1, help="LiteVNA --workers (default 1)")
     args = parser.parse_args(argv)
     seconds = 3 if args.quick else args.seconds
     configs = []
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for config in configs:
         print(f"running {config}…", file=sys.stderr)
-        rows[config] = run_config(config, files, cases, seconds)
+        rows[config] = run_config(config, files, cases, seconds, args.workers)
     for case in cases:
         reference = rows.get("litevna-uncached", rows.get("litevna-cached", {})).get(case, {}).get("first_image")
         for row in rows.values():
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             if reference is not None and other is not None and other.shape == reference.shape:
                 row[case]["grey_diff_to_litevna"] = float(np.abs(other - reference).mean())
     table = markdown(rows, cases)
+    if args.workers > 1:
+        table = f"LiteVNA with --workers {args.workers}.\n\n" + table
     print(table)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

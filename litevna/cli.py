@@ -1,6 +1,7 @@
 """The ``litevna`` command: serve, admin, doctor."""
 
 import argparse
+import dataclasses
 import getpass
 import json
 import sys
@@ -33,10 +34,12 @@ def serve(args):
     from litevna.service import make_service
 
     config = _config(args)
+    if args.worker is not None:
+        config = dataclasses.replace(config, worker=args.worker)
     out = BatchedFile(sys.stdout)
     globalLogBeginner.beginLoggingTo([observer_for(config.log_format, out)],
                                      redirectStandardIO=False)
-    top = make_service(config, reactor)
+    top = make_service(config, reactor, inherit_fd=args.inherit_fd)
     flusher = LoopingCall(out.flush_now)
     reactor.callWhenRunning(top.startService)
     reactor.callWhenRunning(flusher.start, 0.5)
@@ -104,6 +107,9 @@ def parser():
 
     serve_parser = commands.add_parser("serve", help="run the server")
     _add_options(serve_parser, [name for name, _, _ in OPTIONS])
+    # Set by the --workers supervisor for its children; not for people.
+    serve_parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    serve_parser.add_argument("--inherit-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_parser.set_defaults(run=serve)
 
     doctor_parser = commands.add_parser("doctor", help="report the active kernel path and config")

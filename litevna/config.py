@@ -62,6 +62,7 @@ class Config:
     cors_origins: tuple
     log_format: str
     cache_size: int = 64 << 20
+    worker: int | None = None  # set in a --workers child: its number
 
     @classmethod
     def from_options(cls, options):
@@ -82,6 +83,8 @@ class Config:
             raise ConfigError("--workers is a whole number") from None
         if workers < 1:
             raise ConfigError("--workers is at least 1")
+        if workers > 1 and value["listen"].split(":", 1)[0] not in ("tcp", "tcp6"):
+            raise ConfigError("--workers shares a tcp: or tcp6: --listen endpoint")
         public_url = value["public-url"].rstrip("/") if value["public-url"] else None
         return cls(
             listen=value["listen"], data_dir=data_dir, database=database,
@@ -92,14 +95,29 @@ class Config:
             log_format=value["log-format"], cache_size=parse_size(value["cache-size"]),
         )
 
+    def worker_arguments(self):
+        """The serve options that give a --workers child this same config, one process."""
+        args = ["--listen", self.listen, "--data-dir", self.data_dir, "--database", self.database,
+                "--workers", "1", "--max-body", str(self.max_body),
+                "--max-upload", str(self.max_upload), "--on-duplicate", self.on_duplicate,
+                "--cors-origins", ",".join(self.cors_origins), "--log-format", self.log_format,
+                "--cache-size", str(self.cache_size)]
+        if self.redis:
+            args += ["--redis", self.redis]
+        if self.public_url:
+            args += ["--public-url", self.public_url]
+        return args
+
     @property
     def blob_dir(self):
         return os.path.join(self.data_dir, "blobs")
 
     @property
     def staging_dir(self):
-        # Per host: nodes sharing a data dir must not clear each other's uploads at start.
-        return os.path.join(self.data_dir, "staging", socket.gethostname())
+        # Per host and worker: nodes and workers sharing a data dir must not clear each
+        # other's uploads when one (re)starts.
+        folder = os.path.join(self.data_dir, "staging", socket.gethostname())
+        return folder if self.worker is None else os.path.join(folder, f"worker-{self.worker}")
 
     @property
     def key_dir(self):

@@ -2,6 +2,7 @@
 
 import gc
 import os
+import socket
 import time
 
 from twisted.application import service, strports
@@ -83,14 +84,43 @@ def make_application(config, reactor, cpu_pool):
     return application, _ArchiveService(archive, index)
 
 
-def make_service(config, reactor):
-    """The whole server as one twistd service."""
+class _AdoptedPort(service.Service):
+    """Serve a site on a listening socket inherited from the --workers supervisor."""
+
+    def __init__(self, reactor, fd, site):
+        self._reactor, self._fd, self._site = reactor, fd, site
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        probe = socket.fromfd(self._fd, socket.AF_INET, socket.SOCK_STREAM)
+        family = probe.family
+        probe.close()
+        self.port = self._reactor.adoptStreamPort(self._fd, family, self._site)
+
+    def stopService(self):
+        super().stopService()
+        return self.port.stopListening() if self.port is not None else None
+
+
+def make_service(config, reactor, inherit_fd=None):
+    """The whole server as one twistd service: with --workers N, their supervisor."""
+    if config.workers > 1 and inherit_fd is None:
+        from litevna.workers import WorkerSupervisor, bind
+
+        open_backends(config)[0].close()  # migrate once, before any worker starts
+        sock = bind(config.listen)
+        log.info("LiteVNA: {n} workers on {listen}", n=config.workers, listen=config.listen)
+        return WorkerSupervisor(reactor, sock, config.workers, config.worker_arguments())
     top = service.MultiService()
     cpu_pool = ThreadPool(minthreads=1, maxthreads=CPU_THREADS, name="litevna-cpu")
     application, archive_service = make_application(config, reactor, cpu_pool)
     _ThreadPoolService(cpu_pool).setServiceParent(top)
     archive_service.setServiceParent(top)
-    web = strports.service(config.listen, application.site(), reactor=reactor)
+    if inherit_fd is None:
+        web = strports.service(config.listen, application.site(), reactor=reactor)
+    else:
+        web = _AdoptedPort(reactor, inherit_fd, application.site())
     web.setServiceParent(top)
     log.info("LiteVNA serving {data_dir} on {listen}", data_dir=config.data_dir,
              listen=config.listen)

@@ -1,5 +1,6 @@
 """The HTTP application: a thin Klein route table over the services."""
 
+import os
 import orjson
 import werkzeug.exceptions
 from klein import Klein
@@ -93,7 +94,7 @@ class Application:
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request):
         request.setHeader(b"Content-Type", b"application/json")
-        return b'{"status":"ok"}'
+        return orjson.dumps({"status": "ok", "pid": os.getpid()})
 
     @app.route("/readyz", methods=["GET"])
     def readyz(self, request):

@@ -2,6 +2,7 @@ import os
 import sys
 
 import pytest
+import requests
 
 # Helpers (live.py, contracts.py, helpers.py) import as top-level modules; the repository
 # root stays off sys.path so that the installed litevna (with its compiled kernels) is tested.
@@ -23,6 +24,25 @@ def server(provisioned):
     live.provisioned = provisioned
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def http():
+    """One requests session per test module."""
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def server_log_is_clean(server):
+    """At module teardown: nothing the tests sent made the server log a traceback.
+
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    yield
+    lines = server.log().splitlines()
+    bad = [i for i, line in enumerate(lines) if "Traceback" in line or "Unhandled" in line]
+    assert bad == [], "the server logged:\n" + "\n".join(
+        "\n".join(lines[max(i - 1, 0):i + 30]) for i in bad[:3])
 
 
 @pytest.fixture(autouse=True, scope="session")

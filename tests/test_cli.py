@@ -80,6 +80,7 @@ class OptionsTests(SynchronousTestCase):
         from twisted.python.usage import UsageError
 
         for args in (["--on-duplicate", "merge"], ["--max-body", "lots"], ["--workers", "0"],
+                     ["--workers", "2", "--listen", "unix:/tmp/x.sock"],
                      ["--log-format", "xml"]):
             options = Options()
             self.assertRaises(UsageError, options.parseOptions, args)

@@ -26,7 +26,6 @@ from collections import namedtuple
 import numpy
 import pydicom
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -36,6 +35,8 @@ from pydicom.multival import MultiValue
 from helpers import (
     DICOM, TEST_FILES, dataset, get, multipart, multipart_type, new_uid, part10, post, referenced,
 )
+
+pytestmark = pytest.mark.usefixtures("server_log_is_clean")
 
 DICOM_JSON = "application/dicom+json"
 B = "qido-test-boundary"
@@ -63,6 +64,8 @@ SERIES_KEYWORDS = frozenset({
     "SeriesTime", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
     "BodyPartExamined", "Laterality", "ProtocolName", "NumberOfSeriesRelatedInstances",
 })
+
+
 
 
 def level_of(keyword):
@@ -761,22 +764,6 @@ def query_and_check(corpus, path, params, session=None):
 
 
 # --- the server and the stored corpus --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http():
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture(scope="module", autouse=True)
-def server_log_is_clean(server):
-    """At module teardown: nothing the tests sent made the server log a traceback."""
-    yield
-    lines = server.log().splitlines()
-    bad = [i for i, line in enumerate(lines) if "Traceback" in line or "Unhandled" in line]
-    assert bad == [], "the server logged:\n" + "\n".join(
-        "\n".join(lines[max(i - 1, 0):i + 30]) for i in bad[:3])
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -27,6 +26,8 @@ from helpers import (
     provision, referenced, request,
 )
 from live import LiveServer
+
+pytestmark = pytest.mark.usefixtures("server_log_is_clean")
 
 B = "rendered-test-boundary"
 JPEG, PNG, GIF = "image/jpeg", "image/png", "image/gif"
@@ -59,6 +60,8 @@ COMPRESSED = ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls
               "JPEG2000.dcm", "693_J2KI.dcm", "JPGExtended.dcm", "SC_rgb_jpeg_dcmtk.dcm",
               "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle.dcm", "examples_ybr_color.dcm"]
 LOSSLESS_MR = ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"]
+
+
 
 
 # --- oracles --------------------------------------------------------------------------------
@@ -159,22 +162,6 @@ class Item:
 
     def h(self, **extra):
         return {**self.headers, **extra}
-
-
-@pytest.fixture(scope="module")
-def http():
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture(scope="module", autouse=True)
-def server_log_is_clean(server):
-    """At module teardown: nothing the tests sent made the server log a traceback."""
-    yield
-    lines = server.log().splitlines()
-    bad = [i for i, line in enumerate(lines) if "Traceback" in line or "Unhandled" in line]
-    assert bad == [], "the server logged:\n" + "\n".join(
-        "\n".join(lines[max(i - 1, 0):i + 30]) for i in bad[:3])
 
 
 def store(server, *datasets, label="demo", headers=None):

@@ -21,7 +21,6 @@ import numpy
 import orjson
 import pydicom
 import pytest
-import requests
 from dicomweb_client import DICOMwebClient
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -34,6 +33,8 @@ from helpers import (
     part10, post, provision, referenced, request,
 )
 from litevna.http.headers import MediaTypeError, parse_accept
+
+pytestmark = pytest.mark.usefixtures("server_log_is_clean")
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -51,6 +52,8 @@ B = "wado-test-boundary"
 
 GOOD = sorted(stow.LAYERS)
 RAW = stow._RAW
+
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,22 +143,6 @@ GROUPS = _groups()
 
 def _group_id(key):
     return f"{key[0]}-{key[1]}-{key[-1][-16:]}"
-
-
-@pytest.fixture(scope="module")
-def http():
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture(scope="module", autouse=True)
-def server_log_is_clean(server):
-    """At module teardown: nothing the tests sent made the server log a traceback."""
-    yield
-    lines = server.log().splitlines()
-    bad = [i for i, line in enumerate(lines) if "Traceback" in line or "Unhandled" in line]
-    assert bad == [], "the server logged:\n" + "\n".join(
-        "\n".join(lines[max(i - 1, 0):i + 30]) for i in bad[:3])
 
 
 @pytest.fixture(scope="module")
