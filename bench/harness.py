@@ -225,6 +225,10 @@ class Orthanc(Server):
         return f"{self.base_url}{self.dicomweb_root}/studies"
 
 
+#: Appended to every LiteVNA command line (the scripts' --workers sets it).
+LITEVNA_ARGS: list[str] = []
+
+
 class LiteVNA(Server):
     """`python -m litevna serve` from this checkout, with a store and a read/write/delete API key."""
 
@@ -240,7 +244,7 @@ class LiteVNA(Server):
                  workdir: Path | str | None = None) -> None:
         super().__init__(max_body, workdir)
         self.data_dir = self.workdir / "data"
-        self.extra_args = list(extra_args or [])
+        self.extra_args = list(extra_args or []) + list(LITEVNA_ARGS)
         if max_body and max_body > self.default_max_body:
             self.extra_args += ["--max-body", str(max_body)]
 

@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 60 instances / 64 MiB")
     p.add_argument("--servers", default="orthanc,litevna", help="comma list of: orthanc, litevna")
+    p.add_argument("--workers", type=int, default=1, help="LiteVNA --workers (default 1)")
     p.add_argument("--cases", default="A,B", help="comma list of: A, B")
     args = p.parse_args(argv)
+    if args.workers > 1:
+        harness.LITEVNA_ARGS[:] = ["--workers", str(args.workers)]
     servers = args.servers.split(",")
     if unknown := set(servers) - set(harness.SERVERS):
         p.error(f"unknown servers: {unknown}")

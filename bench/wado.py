@@ -142,7 +142,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--servers", default="orthanc,litevna")
+    parser.add_argument("--workers", type=int, default=1, help="LiteVNA --workers (default 1)")
     args = parser.parse_args()
+    if args.workers > 1:
+        harness.LITEVNA_ARGS[:] = ["--workers", str(args.workers)]
     print("preparing data…", file=sys.stderr)
     ct_files = data.ct_series_files(300)
     multiframe = data.multiframe_file(100)
