@@ -197,10 +197,9 @@ class Universal:
 @dataclass
 class Text:
     """Single value or wildcard matching of any of the alternatives (a backslash
-    separates them); ``folded`` compares upper-cased (PN)."""
+    separates them), case-sensitive (PS3.4 C.2.2.2.1)."""
 
     alternatives: list  # [(pattern, has_wildcard)]
-    folded: bool = False
     exact = True
 
     def __post_init__(self):
@@ -212,8 +211,6 @@ class Text:
             if text is None:
                 continue
             text = text.strip()
-            if self.folded:
-                text = text.upper()
             for (pattern, _), regex in zip(self.alternatives, self._regexes):
                 if (regex.match(text) if regex else text == pattern):
                     return True

@@ -206,7 +206,7 @@ class Plan:
         matcher, mark = key.matcher, self.dialect.mark
         if kind == "uid" and isinstance(matcher, q.Uids):
             return f"{expr} IN ({', '.join(mark * len(matcher.uids))})", list(matcher.uids)
-        if kind == "text" and isinstance(matcher, q.Text) and not matcher.folded:
+        if kind == "text" and isinstance(matcher, q.Text):
             return self._any([self._text(expr, p, w) for p, w in matcher.alternatives])
         if kind == "range" and isinstance(matcher, q.Range):
             parts = []
