@@ -6,6 +6,7 @@ import socket
 import time
 
 from twisted.application import service, strports
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -19,6 +20,7 @@ from litevna.cache.memory import MemoryCache
 from litevna.dicomweb.qido import Qido
 from litevna.dicomweb.rendered import Rendered
 from litevna.dicomweb.wado import Wado
+from litevna.http.site import drained
 from litevna.web import Application
 
 log = Logger()
@@ -84,6 +86,34 @@ def make_application(config, reactor, cpu_pool):
     return application, _ArchiveService(archive, index)
 
 
+DRAIN_SECONDS = 15.0
+
+
+class _InOrder(service.MultiService):
+    """Stops its services one after another, the last added first (a MultiService
+    stops them all at once): listening ends, requests drain, then the archive stops."""
+
+    def stopService(self):
+        service.Service.stopService(self)
+        d = defer.succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(lambda _, child=child: child.stopService())
+        return d
+
+
+class _Drain(service.Service):
+    """On stop, wait (up to DRAIN_SECONDS) for the requests in flight to end."""
+
+    def __init__(self, site, clock):
+        self._site, self._clock = site, clock
+
+    def stopService(self):
+        super().stopService()
+        if self._site.in_flight:
+            log.info("draining {n} request(s)", n=len(self._site.in_flight))
+        return drained(self._site, self._clock, DRAIN_SECONDS)
+
+
 class _AdoptedPort(service.Service):
     """Serve a site on a listening socket inherited from the --workers supervisor."""
 
@@ -112,15 +142,17 @@ def make_service(config, reactor, inherit_fd=None):
         sock = bind(config.listen)
         log.info("LiteVNA: {n} workers on {listen}", n=config.workers, listen=config.listen)
         return WorkerSupervisor(reactor, sock, config.workers, config.worker_arguments())
-    top = service.MultiService()
+    top = _InOrder()
     cpu_pool = ThreadPool(minthreads=1, maxthreads=CPU_THREADS, name="litevna-cpu")
     application, archive_service = make_application(config, reactor, cpu_pool)
     _ThreadPoolService(cpu_pool).setServiceParent(top)
     archive_service.setServiceParent(top)
+    site = application.site()
+    _Drain(site, reactor).setServiceParent(top)
     if inherit_fd is None:
-        web = strports.service(config.listen, application.site(), reactor=reactor)
+        web = strports.service(config.listen, site, reactor=reactor)
     else:
-        web = _AdoptedPort(reactor, inherit_fd, application.site())
+        web = _AdoptedPort(reactor, inherit_fd, site)
     web.setServiceParent(top)
     log.info("LiteVNA serving {data_dir} on {listen}", data_dir=config.data_dir,
              listen=config.listen)

@@ -47,6 +47,10 @@ class StreamingRequest(server.Request):
     _refused = False
 
     def gotLength(self, length):
+        # The headers are in: the request is in flight until it ends (see drained()).
+        in_flight = self.channel.site.in_flight
+        in_flight.add(self)
+        self.notifyFinish().addBoth(lambda _: in_flight.discard(self))
         # Twisted sends at most SEND_LIMIT (128 KiB) per write readiness; whole frames and
         # files go out in fewer reactor turns with a larger one.
         self.channel.transport.SEND_LIMIT = SEND_LIMIT
@@ -142,5 +146,23 @@ class LiteSite(server.Site):
 
     def __init__(self, resource, body_router=None, cors=None, **kwargs):
         super().__init__(resource, **kwargs)
+        self.in_flight = set()  # requests whose headers are in and that have not ended
         self.body_router = body_router or (lambda request, method, path, length: None)
         self.cors = cors or Cors(())
+
+
+def drained(site, clock, timeout):
+    """A Deferred that fires once site has no request in flight, or after timeout seconds."""
+    from twisted.internet.defer import Deferred
+
+    done = Deferred()
+    deadline = clock.seconds() + timeout
+
+    def check():
+        if not site.in_flight or clock.seconds() >= deadline:
+            done.callback(len(site.in_flight))
+        else:
+            clock.callLater(0.05, check)
+
+    check()
+    return done
