@@ -270,3 +270,19 @@ def provision(data_dir, label, permissions=("read", "write", "delete"),
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
+
+
+class InstanceUrls:
+    """The DICOMweb URLs of a stored instance; the class has base, study, series, sop."""
+
+    @property
+    def study_url(self):
+        return f"{self.base}/studies/{self.study}"
+
+    @property
+    def series_url(self):
+        return f"{self.study_url}/series/{self.series}"
+
+    @property
+    def url(self):
+        return f"{self.series_url}/instances/{self.sop}"

@@ -22,7 +22,7 @@ from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from helpers import (
-    TEST_FILES, bearer, dataset, get, multipart, multipart_type, new_uid, part10, post,
+    TEST_FILES, InstanceUrls, bearer, dataset, get, multipart, multipart_type, new_uid, part10, post,
     provision, referenced, request,
 )
 from live import LiveServer
@@ -133,7 +133,7 @@ def max_diff(actual, expected):
 
 # --- fixtures and helpers --------------------------------------------------------------------
 
-class Item:
+class Item(InstanceUrls):
     """One stored instance and its URLs."""
 
     def __init__(self, base, headers, study, series, sop, frames=1):
@@ -144,18 +144,6 @@ class Item:
     def of(cls, base, headers, ds):
         return cls(base, headers, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
                    str(ds.SOPInstanceUID), int(ds.get("NumberOfFrames") or 1))
-
-    @property
-    def study_url(self):
-        return f"{self.base}/studies/{self.study}"
-
-    @property
-    def series_url(self):
-        return f"{self.study_url}/series/{self.series}"
-
-    @property
-    def url(self):
-        return f"{self.series_url}/instances/{self.sop}"
 
     def frame_url(self, n=1):
         return f"{self.url}/frames/{n}"

@@ -29,7 +29,7 @@ from pydicom.pixels.utils import get_expected_length, pack_bits
 
 import test_stow_http as stow  # the classification of pydicom's shipped files
 from helpers import (
-    DICOM, DataDir, bearer, dataset, get, multipart, multipart_parts, multipart_type, new_uid,
+    DICOM, DataDir, InstanceUrls, bearer, dataset, get, multipart, multipart_parts, multipart_type, new_uid,
     part10, post, provision, referenced, request,
 )
 from litevna.http.headers import MediaTypeError, parse_accept
@@ -99,25 +99,13 @@ def label_of(name):
     return f"files-{stow.LAYERS[name]}"
 
 
-class Stored:
+class Stored(InstanceUrls):
     """One stored instance: where it is and how to reach it."""
 
     def __init__(self, base, headers, study, series, sop, raw=None, ts=None, name=None):
         self.base, self.headers = base, headers
         self.study, self.series, self.sop = study, series, sop
         self.raw, self.ts, self.name = raw, ts, name
-
-    @property
-    def study_url(self):
-        return f"{self.base}/studies/{self.study}"
-
-    @property
-    def series_url(self):
-        return f"{self.study_url}/series/{self.series}"
-
-    @property
-    def url(self):
-        return f"{self.series_url}/instances/{self.sop}"
 
     def h(self, **extra):
         """The store's Authorization plus extra headers (underscores read as dashes)."""
