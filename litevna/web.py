@@ -262,8 +262,9 @@ def _rendered_routes(cls):
     """…/rendered and …/thumbnail (PS3.18 §10.4.1.1.3) at every level, added below."""
     app = cls.app
     instance = "/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
-    paths = ("/<label>/dicomweb/studies/<study>", "/<label>/dicomweb/studies/<study>/series/<series>",
-             instance, instance + "/frames/<frame_list>", instance + "/frame/<frame_list>")
+    study = "/<label>/dicomweb/studies/<study>"
+    paths = (study, study + "/series/<series>", instance, instance + "/frames/<frame_list>",
+             instance + "/frame/<frame_list>")
 
     def render(self, request, label, thumbnail, study, series=None, sop=None, frame_list=None):
         principal = self.authorize(request, label, "read")

@@ -22,7 +22,8 @@ from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from helpers import (
-    TEST_FILES, InstanceUrls, bearer, dataset, get, multipart, multipart_type, new_uid, part10, post,
+    TEST_FILES, InstanceUrls, bearer, dataset, get, multipart, multipart_type, new_uid, part10,
+    post,
     provision, referenced, request,
 )
 from live import LiveServer

@@ -29,7 +29,8 @@ from pydicom.pixels.utils import get_expected_length, pack_bits
 
 import test_stow_http as stow  # the classification of pydicom's shipped files
 from helpers import (
-    DICOM, DataDir, InstanceUrls, bearer, dataset, get, multipart, multipart_parts, multipart_type, new_uid,
+    DICOM, DataDir, InstanceUrls, bearer, dataset, get, multipart, multipart_parts,
+    multipart_type, new_uid,
     part10, post, provision, referenced, request,
 )
 from litevna.http.headers import MediaTypeError, parse_accept

@@ -67,7 +67,8 @@ SERIES_TAGS = frozenset({
     "00400244",  # PerformedProcedureStepStartDate
     "00400245",  # PerformedProcedureStepStartTime
     "00400275",  # RequestAttributesSequence
-    # The rest of General Series (C.7.3.1), Frame of Reference (C.7.4.1), General Equipment (C.7.5.1).
+    # The rest of General Series (C.7.3.1), Frame of Reference (C.7.4.1) and General
+    # Equipment (C.7.5.1).
     "00081050",  # PerformingPhysicianName
     "00081070",  # OperatorsName
     "00081111",  # ReferencedPerformedProcedureStepSequence
