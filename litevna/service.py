@@ -3,6 +3,7 @@
 import gc
 import os
 import socket
+import sys
 import time
 
 from twisted.application import service, strports
@@ -87,6 +88,10 @@ def make_application(config, reactor, cpu_pool):
 
 
 DRAIN_SECONDS = 15.0
+#: How long a thread may hold the GIL while another waits for it (CPython: 5 ms). A
+#: render in the CPU pool releases the GIL for its C parts (file read, kernel, encoder)
+#: and then waited up to 5 ms to get it back from the reactor thread.
+SWITCH_INTERVAL = 0.0005
 
 
 class _InOrder(service.MultiService):
@@ -160,4 +165,5 @@ def make_service(config, reactor, inherit_fd=None):
     # process: keep it out of every full collection, which otherwise stalls requests.
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     return top

@@ -9,21 +9,10 @@ list wants; an instance renders its first frame, or every frame as ``image/gif``
 
 import hashlib
 
-from twisted.internet.defer import maybeDeferred
-
 from litevna.cache.memory import MemoryCache
-from litevna.dicom.uids import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, NATIVE
 from litevna.dicomweb.wado import Body, check_uids, parse_frame_list
 from litevna.http.errors import HTTPError
 from litevna.render import pipeline
-
-
-#: Native frames up to this many pixels render as JPEG on the reactor thread: about
-#: a millisecond for 512×512 (header cached), less than handing the work to the CPU
-#: pool costs in GIL hand-offs (690 vs 441 renders/s measured). PNG (2.5 ms of zlib,
-#: which releases the GIL: 330 renders/s pooled, 181 inline), compressed or larger
-#: frames and animations go to the pool.
-INLINE_PIXELS = 1024 * 1024
 
 
 class Rendered:
@@ -68,13 +57,9 @@ class Rendered:
         if cached is not None:
             return Body(headers=headers, pieces=cached)
         path = self._blobs.local_path(row["blob_key"])
-        if frame is None and asked.media_type != "image/gif":
-            frame = 1
+        # Always in the CPU pool: frame and search requests must not wait behind a render.
         if frame is None:
             d = self._cpu(pipeline.render_instance_default, path, asked)
-        elif asked.media_type == "image/jpeg" and row["transfer_syntax"] in INLINE_SYNTAXES \
-                and (row["rows"] or 0) * (row["columns"] or 0) <= INLINE_PIXELS:
-            d = maybeDeferred(pipeline.render_frame, path, frame, asked)
         else:
             d = self._cpu(pipeline.render_frame, path, frame, asked)
 
@@ -107,9 +92,7 @@ class Rendered:
         return row
 
 
-INLINE_SYNTAXES = NATIVE - {DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
-_ROW_COLUMNS = ("i.sop_instance_uid, i.transfer_syntax, i.blob_key, i.sha256, "
-                "i.number_of_frames, i.rows, i.columns")
+_ROW_COLUMNS = "i.sop_instance_uid, i.blob_key, i.sha256, i.number_of_frames"
 
 
 def _as_http_error(failure):
