@@ -10,6 +10,7 @@ import random
 import re
 import sqlite3
 import time
+import warnings
 
 import numpy
 import pydicom
@@ -286,3 +287,64 @@ class InstanceUrls:
     @property
     def url(self):
         return f"{self.series_url}/instances/{self.sop}"
+
+
+# The rendering oracle: what a frame should render as, from pydicom's own steps (PS3.3 C.11).
+
+def frame_pixels(ds, index=0):
+    """Frame index of ds as pydicom decodes it (YBR already turned into RGB)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = ds.pixel_array
+    return arr[index] if int(ds.get("NumberOfFrames") or 1) > 1 else arr
+
+
+def windowing_range(ds):
+    """The output range of pydicom's apply_windowing (its y_min, y_max)."""
+    if ds.get("ModalityLUTSequence"):
+        low, high = 0, 2 ** ds.ModalityLUTSequence[0].LUTDescriptor[2] - 1
+    elif ds.PixelRepresentation == 0:
+        low, high = 0, 2 ** ds.BitsStored - 1
+    else:
+        low, high = -(2 ** (ds.BitsStored - 1)), 2 ** (ds.BitsStored - 1) - 1
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        low = low * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        high = high * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    return low, high
+
+
+def render_oracle(ds, index=0, window=None):
+    """The 8-bit image frame index of ds should render as; ``window`` (center, width)
+    replaces the data set's window and VOI LUT, as ``?window=`` does."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    arr = frame_pixels(ds, index)
+    photometric = ds.PhotometricInterpretation
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        # PS3.3 C.7.6.3.1.5: 8- or 16-bit entries; 65535 / 255 = 257.
+        return numpy.rint(rgb / (1 if rgb.dtype == numpy.uint8 else 257)).astype(numpy.uint8)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        maximum = 2 ** ds.BitsStored - 1
+        return numpy.rint(arr.astype(numpy.float64) * 255 / maximum).astype(numpy.uint8)
+    if window is not None:
+        ds = ds.copy()
+        ds.WindowCenter, ds.WindowWidth = window
+        for keyword in ("VOILUTFunction", "VOILUTSequence"):
+            if keyword in ds:
+                delattr(ds, keyword)
+    modality = apply_modality_lut(arr, ds).astype(numpy.float64)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        low, high = windowing_range(ds)
+        voi = apply_voi_lut(modality, ds, index=0, prefer_lut=False)
+        grey = (voi - low) / (high - low) * 255
+    elif ds.get("VOILUTSequence"):
+        voi = apply_voi_lut(numpy.rint(modality).astype(numpy.int64), ds, index=0)
+        grey = voi / (2 ** ds.VOILUTSequence[0].LUTDescriptor[2] - 1) * 255
+    else:
+        low, high = modality.min(), modality.max()
+        grey = (modality - low) / (high - low) * 255 if high > low else modality * 0
+    grey = numpy.rint(numpy.clip(grey, 0, 255))
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return grey.astype(numpy.uint8)

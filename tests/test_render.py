@@ -12,10 +12,10 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.sequence import Sequence
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from helpers import render_oracle
 from litevna.render.pipeline import (CannotRender, FrameOutOfRange, NotAcceptable, RenderError,
                                      RenderParams, parse_render_params, render_animation,
                                      render_frame, render_instance_default)
@@ -66,58 +66,6 @@ def decode_png(data):
     return np.asarray(image)
 
 
-def pydicom_frame(ds, index):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        arr = ds.pixel_array
-    return arr[index] if int(ds.get("NumberOfFrames") or 1) > 1 else arr
-
-
-def windowing_range(ds):
-    """The output range of pydicom's apply_windowing (its y_min, y_max)."""
-    if ds.get("ModalityLUTSequence"):
-        low, high = 0, 2 ** ds.ModalityLUTSequence[0].LUTDescriptor[2] - 1
-    elif ds.PixelRepresentation == 0:
-        low, high = 0, 2 ** ds.BitsStored - 1
-    else:
-        low, high = -(2 ** (ds.BitsStored - 1)), 2 ** (ds.BitsStored - 1) - 1
-    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        low = low * ds.RescaleSlope + ds.RescaleIntercept
-        high = high * ds.RescaleSlope + ds.RescaleIntercept
-    return low, high
-
-
-def oracle(ds, index=0):
-    """What the frame should look like, from pydicom's own steps (PS3.3 C.11)."""
-    arr = pydicom_frame(ds, index)
-    photometric = ds.PhotometricInterpretation
-    if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
-        # PS3.3 C.7.6.3.1.5: 8- or 16-bit entries; 65535 / 255 = 257.
-        return np.rint(rgb / (1 if rgb.dtype == np.uint8 else 257)).astype(np.uint8)
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        # pydicom has already turned YBR into RGB (raw=False).
-        maximum = 2 ** ds.BitsStored - 1
-        return np.rint(arr.astype(np.float64) * 255 / maximum).astype(np.uint8)
-    modality = apply_modality_lut(arr, ds).astype(np.float64)
-    has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    has_lut = bool(ds.get("VOILUTSequence"))
-    if has_window:
-        low, high = windowing_range(ds)
-        voi = apply_voi_lut(modality, ds, index=0, prefer_lut=False)
-        grey = (voi - low) / (high - low) * 255
-    elif has_lut:
-        voi = apply_voi_lut(np.rint(modality).astype(np.int64), ds, index=0)
-        grey = voi / (2 ** ds.VOILUTSequence[0].LUTDescriptor[2] - 1) * 255
-    else:
-        low, high = modality.min(), modality.max()
-        grey = (modality - low) / (high - low) * 255 if high > low else modality * 0
-    grey = np.rint(np.clip(grey, 0, 255))
-    if photometric == "MONOCHROME1":
-        grey = 255 - grey
-    return grey.astype(np.uint8)
-
-
 def assert_close(case, actual, expected, label):
     case.assertEqual(actual.shape, expected.shape, label)
     diff = int(np.abs(actual.astype(int) - expected.astype(int)).max())
@@ -134,7 +82,7 @@ class ShippedFileTests(SynchronousTestCase):
         if relative in NOT_DISPLAYABLE:
             self.assertRaises(CannotRender, render_frame, path, 1, PNG)
             raise SkipTest(f"not displayable (gives CannotRender): {NOT_DISPLAYABLE[relative]}")
-        assert_close(self, decode_png(render_frame(path, 1, PNG)), oracle(read(path)), relative)
+        assert_close(self, decode_png(render_frame(path, 1, PNG)), render_oracle(read(path)), relative)
 
     def test_coverage(self):
         """The shipped files span what the pipeline must handle."""
@@ -184,7 +132,7 @@ class SyntheticTests(SynchronousTestCase):
 
     def check(self, name, change, params=PNG):
         path, ds = self.variant(name, change)
-        assert_close(self, decode_png(render_frame(path, 1, params)), oracle(ds), name)
+        assert_close(self, decode_png(render_frame(path, 1, params)), render_oracle(ds), name)
         return path
 
     def test_voi_lut_sequence(self):
@@ -229,7 +177,7 @@ class SyntheticTests(SynchronousTestCase):
         params = parse_render_params([("window", "100,50,sigmoid"), ("accept", "image/png")], None)
         ds = read(path)
         ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 100, 50, "SIGMOID"
-        assert_close(self, decode_png(render_frame(path, 1, params)), oracle(ds), "window")
+        assert_close(self, decode_png(render_frame(path, 1, params)), render_oracle(ds), "window")
         self.assertFalse(np.array_equal(decode_png(render_frame(path, 1, params)),
                                         decode_png(render_frame(path, 1, PNG))))
 
@@ -246,7 +194,7 @@ class SyntheticTests(SynchronousTestCase):
         path, ds = self.variant("MR_small.dcm", change)
         ds.RescaleSlope, ds.RescaleIntercept = 2, -500
         ds.WindowCenter, ds.WindowWidth = 300, 600
-        assert_close(self, decode_png(render_frame(path, 1, PNG)), oracle(ds), "enhanced")
+        assert_close(self, decode_png(render_frame(path, 1, PNG)), render_oracle(ds), "enhanced")
 
 
 class MultiFrameTests(SynchronousTestCase):
@@ -256,7 +204,7 @@ class MultiFrameTests(SynchronousTestCase):
             ds = read(shipped(name))
             for index in indices:
                 assert_close(self, decode_png(render_frame(shipped(name), index + 1, PNG)),
-                             oracle(ds, index), f"{name} frame {index + 1}")
+                             render_oracle(ds, index), f"{name} frame {index + 1}")
 
     def test_frame_out_of_range(self):
         for name, number in (("CT_small.dcm", 0), ("CT_small.dcm", 2),

@@ -19,12 +19,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut
 
 from helpers import (
-    TEST_FILES, InstanceUrls, bearer, dataset, get, multipart, multipart_type, new_uid, part10,
-    post,
-    provision, referenced, request,
+    TEST_FILES, InstanceUrls, bearer, dataset, frame_pixels, get, multipart, multipart_type,
+    new_uid, part10, post, provision, referenced, render_oracle, request,
 )
 from live import LiveServer
 
@@ -73,58 +72,6 @@ def read(source):
         if isinstance(source, bytes):
             return pydicom.dcmread(io.BytesIO(source))
         return pydicom.dcmread(os.path.join(TEST_FILES, source))
-
-
-def frame_array(ds, index=0):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        arr = ds.pixel_array
-    return arr[index] if int(ds.get("NumberOfFrames") or 1) > 1 else arr
-
-
-def _windowing_range(ds):
-    """pydicom's apply_windowing output range (its y_min, y_max)."""
-    if ds.PixelRepresentation == 0:
-        low, high = 0, 2 ** ds.BitsStored - 1
-    else:
-        low, high = -(2 ** (ds.BitsStored - 1)), 2 ** (ds.BitsStored - 1) - 1
-    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        low = low * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-        high = high * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    return low, high
-
-
-def oracle(ds, index=0, window=None):
-    """The 8-bit image a frame should render as (PS3.3 C.11 steps, through pydicom).
-
-    ``window`` (center, width) replaces the data set's window, as ``?window=`` does.
-    """
-    arr = frame_array(ds, index)
-    photometric = ds.PhotometricInterpretation
-    if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
-        return np.rint(rgb / (1 if rgb.dtype == np.uint8 else 257)).astype(np.uint8)
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        # pixel_array has turned YBR into RGB already
-        return np.rint(arr.astype(np.float64) * 255 / (2 ** ds.BitsStored - 1)).astype(np.uint8)
-    if window is not None:
-        ds = ds.copy()
-        ds.WindowCenter, ds.WindowWidth = window
-        for keyword in ("VOILUTFunction", "VOILUTSequence"):
-            if keyword in ds:
-                delattr(ds, keyword)
-    modality = apply_modality_lut(arr, ds).astype(np.float64)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        low, high = _windowing_range(ds)
-        voi = apply_voi_lut(modality, ds, index=0, prefer_lut=False)
-        grey = (voi - low) / (high - low) * 255
-    else:
-        low, high = modality.min(), modality.max()
-        grey = (modality - low) / (high - low) * 255 if high > low else modality * 0
-    grey = np.rint(np.clip(grey, 0, 255))
-    if photometric == "MONOCHROME1":
-        grey = 255 - grey
-    return grey.astype(np.uint8)
 
 
 def max_diff(actual, expected):
@@ -315,7 +262,7 @@ def test_gif_via_query_and_of_one_frame(multi, http):
     assert animated.n_frames == 4
     single = image_of(get(multi.frame_url(3) + "/rendered", multi.h(Accept=GIF), http), GIF)
     assert single.n_frames == 1
-    assert max_diff(np.asarray(single.convert("L")), oracle(multi.ds, 2)) <= 1
+    assert max_diff(np.asarray(single.convert("L")), render_oracle(multi.ds, 2)) <= 1
 
 
 # --- 3. levels ----------------------------------------------------------------------------------
@@ -326,13 +273,13 @@ def test_instance_level_is_frame_one(multi, http):
     frame2 = pixels_of(get(multi.frame_url(2) + "/rendered", multi.h(Accept=PNG), http))
     assert np.array_equal(instance, frame1)
     assert not np.array_equal(instance, frame2)
-    assert max_diff(frame2, oracle(multi.ds, 1)) <= 1
+    assert max_diff(frame2, render_oracle(multi.ds, 1)) <= 1
 
 
 def test_each_frame(multi, http):
     for n in range(1, 5):
         plural = get(multi.frame_url(n) + "/rendered", multi.h(Accept=PNG), http)
-        assert max_diff(pixels_of(plural), oracle(multi.ds, n - 1)) <= 1, n
+        assert max_diff(pixels_of(plural), render_oracle(multi.ds, n - 1)) <= 1, n
 
 
 @pytest.mark.parametrize("resource", ["rendered", "thumbnail"])
@@ -382,10 +329,10 @@ def test_study_and_series_render_their_first_image(study_of_series, http, resour
     series = render(items["a"].series_url)
     instance = render(items["a"].url)
     assert study.content == series.content == instance.content
-    assert max_diff(pixels_of(study), oracle(datasets["a"])) <= 1
+    assert max_diff(pixels_of(study), render_oracle(datasets["a"])) <= 1
     late = render(items["late"].series_url)
     assert late.content == render(items["late"].url).content
-    assert max_diff(pixels_of(late), oracle(datasets["late"])) <= 1
+    assert max_diff(pixels_of(late), render_oracle(datasets["late"])) <= 1
     assert pixels_of(late).shape == (40, 30)
     # JPEG by default at these levels too
     assert image_of(get(f"{items['a'].study_url}/{resource}", items["a"].h(), http),
@@ -462,23 +409,23 @@ def test_ct_png_equals_the_oracle(shipped, http, window):
     query = f"?window={window[0]},{window[1]}"
     for url in (item.frame_url(1), item.url):
         actual = pixels_of(get(url + "/rendered" + query, item.h(Accept=PNG), http))
-        assert max_diff(actual, oracle(read("CT_small.dcm"), window=window)) <= 1, url
+        assert max_diff(actual, render_oracle(read("CT_small.dcm"), window=window)) <= 1, url
 
 
 def test_ct_without_window_is_min_max(shipped, http):
     item = shipped["CT_small.dcm"]
     actual = pixels_of(get(item.url + "/rendered", item.h(Accept=PNG), http))
-    assert max_diff(actual, oracle(read("CT_small.dcm"))) <= 1
+    assert max_diff(actual, render_oracle(read("CT_small.dcm"))) <= 1
     assert actual.min() == 0 and actual.max() == 255
 
 
 def test_512_ct_png_equals_the_oracle(ct512, http):
     ds = read(get(ct512.url, ct512.h(Accept="application/dicom"), http).content)
     default = pixels_of(get(ct512.frame_url(1) + "/rendered", ct512.h(Accept=PNG), http))
-    assert max_diff(default, oracle(ds)) <= 1  # the data set's window 40/400
+    assert max_diff(default, render_oracle(ds)) <= 1  # the data set's window 40/400
     asked = pixels_of(get(ct512.frame_url(1) + "/rendered?window=400,1500",
                           ct512.h(Accept=PNG), http))
-    assert max_diff(asked, oracle(ds, window=(400, 1500))) <= 1
+    assert max_diff(asked, render_oracle(ds, window=(400, 1500))) <= 1
     # the JPEG is close to the PNG
     jpeg = pixels_of(get(ct512.frame_url(1) + "/rendered?window=400,1500&quality=100",
                          ct512.h(Accept=JPEG), http), JPEG)
@@ -497,7 +444,7 @@ def test_window_functions(shipped, http):
     assert not np.array_equal(images["linear"], images["sigmoid"])
     # PS3.3 C.11.2.1.3.2 LINEAR_EXACT: (x - c) / w + 0.5
     ds = read("CT_small.dcm")
-    hu = apply_modality_lut(frame_array(ds), ds).astype(np.float64)
+    hu = apply_modality_lut(frame_pixels(ds), ds).astype(np.float64)
     exact = np.rint(np.clip(((hu - 40) / 400 + 0.5) * 255, 0, 255))
     assert max_diff(images["linear-exact"], exact.astype(np.uint8)) <= 1
 
@@ -514,14 +461,14 @@ def test_monochrome1_is_inverted(server, http):
         one = pixels_of(get(b.url + "/rendered" + query, b.h(Accept=PNG), http))
         assert max_diff(one, 255 - two) <= 1, query
     one = pixels_of(get(b.url + "/rendered", b.h(Accept=PNG), http))
-    assert max_diff(one, oracle(mono1)) <= 1
+    assert max_diff(one, render_oracle(mono1)) <= 1
     # without any window: min/max, then inverted
     del mono1.WindowCenter, mono1.WindowWidth
     mono1.SOPInstanceUID = mono1.file_meta.MediaStorageSOPInstanceUID = new_uid()
     [c] = store(server, mono1)
     one = pixels_of(get(c.url + "/rendered", c.h(Accept=PNG), http))
-    assert max_diff(one, oracle(mono1)) <= 1
-    assert one[frame_array(mono1) == frame_array(mono1).max()].max() <= 1  # brightest is black
+    assert max_diff(one, render_oracle(mono1)) <= 1
+    assert one[frame_pixels(mono1) == frame_pixels(mono1).max()].max() <= 1  # brightest is black
 
 
 @pytest.mark.parametrize("name", COLOUR)
@@ -532,7 +479,7 @@ def test_colour(shipped, http, name):
         assert image.mode == "RGB", (name, image.mode)
         actual = np.asarray(image)
         assert (actual[..., 0] != actual[..., 1]).any() or (actual[..., 1] != actual[..., 2]).any()
-        assert max_diff(actual, oracle(read(name))) <= 1, name
+        assert max_diff(actual, render_oracle(read(name))) <= 1, name
     jpeg = image_of(get(item.url + "/rendered", item.h(), http), JPEG)
     assert jpeg.mode == "RGB"
     assert image_of(get(item.url + "/thumbnail", item.h(), http), JPEG).mode == "RGB"
@@ -542,7 +489,7 @@ def test_colour(shipped, http, name):
 def test_compressed(shipped, http, name):
     item = shipped[name]
     actual = pixels_of(get(item.url + "/rendered", item.h(Accept=PNG), http))
-    assert max_diff(actual, oracle(read(name))) <= 1, name
+    assert max_diff(actual, render_oracle(read(name))) <= 1, name
     image_of(get(item.frame_url(1) + "/rendered", item.h(Accept=JPEG), http), JPEG)
     image_of(get(item.url + "/thumbnail", item.h(), http), JPEG)
 
@@ -550,7 +497,7 @@ def test_compressed(shipped, http, name):
 def test_lossless_syntaxes_render_the_same_image(shipped, http):
     reference = shipped["MR_small.dcm"]
     expected = get(reference.url + "/rendered", reference.h(Accept=PNG), http)
-    assert max_diff(pixels_of(expected), oracle(read("MR_small.dcm"))) <= 1
+    assert max_diff(pixels_of(expected), render_oracle(read("MR_small.dcm"))) <= 1
     for name in LOSSLESS_MR:
         item = shipped[name]
         got = get(item.url + "/rendered", item.h(Accept=PNG), http)
@@ -562,7 +509,7 @@ def test_frame_of_a_compressed_multiframe(shipped, http):
     ds = read("examples_ybr_color.dcm")
     for n in (2, 30):
         actual = pixels_of(get(item.frame_url(n) + "/rendered", item.h(Accept=PNG), http))
-        assert max_diff(actual, oracle(ds, n - 1)) <= 1, n
+        assert max_diff(actual, render_oracle(ds, n - 1)) <= 1, n
     error_json(get(item.frame_url(31) + "/rendered", item.h(), http), 404)
 
 
@@ -725,7 +672,7 @@ def test_delete_invalidates(server, http):
                                                     a.url + "/thumbnail", a.study_url + "/rendered",
                                                     a.series_url + "/thumbnail")}
     assert all(r.status_code == 200 for r in before.values())
-    assert max_diff(pixels_of(before[a.study_url + "/rendered"]), oracle(first)) <= 1
+    assert max_diff(pixels_of(before[a.study_url + "/rendered"]), render_oracle(first)) <= 1
     response = request("DELETE", a.url, a.h(), http)
     assert response.status_code == 204, response.text
     for url in (a.url + "/rendered", a.frame_url(1) + "/rendered", a.url + "/thumbnail",
@@ -735,7 +682,7 @@ def test_delete_invalidates(server, http):
             url, before[a.url + "/rendered"]).headers["ETag"]}), http), 404)
     # the study and series now render their remaining instance
     study_png = get(a.study_url + "/rendered", png, http)
-    assert max_diff(pixels_of(study_png), oracle(second)) <= 1
+    assert max_diff(pixels_of(study_png), render_oracle(second)) <= 1
     assert study_png.headers["ETag"] != before[a.study_url + "/rendered"].headers["ETag"]
     assert get(a.series_url + "/thumbnail", png, http).content != \
         before[a.series_url + "/thumbnail"].content
@@ -764,14 +711,14 @@ def test_replace_changes_image_and_etag(tmp_path_factory, http):
         before = {url: get(url, item.h(Accept=PNG), http) for url in urls}
         for url in urls:  # twice: now they are cached
             assert get(url, item.h(Accept=PNG), http).content == before[url].content
-        assert max_diff(pixels_of(before[urls[0]]), oracle(old)) <= 1
+        assert max_diff(pixels_of(before[urls[0]]), render_oracle(old)) <= 1
         stow(new)
         for url in urls:
             after = get(url, item.h(Accept=PNG), http)
             assert after.status_code == 200, after.text
             assert after.content != before[url].content, url
             assert after.headers["ETag"] != before[url].headers["ETag"], url
-            assert max_diff(pixels_of(after), oracle(new)) <= 1, url
+            assert max_diff(pixels_of(after), render_oracle(new)) <= 1, url
             again = get(url, item.h(Accept=PNG, **{"If-None-Match": before[url].headers["ETag"]}),
                         http)
             assert again.status_code == 200 and again.content == after.content, url
