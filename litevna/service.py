@@ -90,7 +90,8 @@ def make_application(config, reactor, cpu_pool):
 DRAIN_SECONDS = 15.0
 #: How long a thread may hold the GIL while another waits for it (CPython: 5 ms). A
 #: render in the CPU pool releases the GIL for its C parts (file read, kernel, encoder)
-#: and then waited up to 5 ms to get it back from the reactor thread.
+#: and must get it back from the reactor thread each time: two workers rendered 541
+#: JPEG/s at 5 ms and 1114 at 0.5 ms, back to back.
 SWITCH_INTERVAL = 0.0005
 
 

@@ -64,12 +64,12 @@ COLUMNS = {
     ("instance", "00280011"): ("{a}.columns", "int"),
     ("instance", "00280100"): ("{a}.bits_allocated", "int"),
 }
-#: (level, computed tag) -> (SQL of its value over alias {a}, its VR).
-COMPUTED = {
-    ("study", q.MODALITIES_IN_STUDY): (_MODALITIES, "CS"),
-    ("study", "00201206"): (_SERIES_COUNT, "IS"),
-    ("study", "00201208"): (_STUDY_INSTANCES, "IS"),
-    ("series", "00201209"): (_SERIES_INSTANCES, "IS"),
+#: (level, computed tag) -> SQL of its value over alias {a} (PS3.4 C.3.4 Table C.3-1).
+COMPUTED_SQL = {
+    ("study", q.MODALITIES_IN_STUDY): _MODALITIES,
+    ("study", "00201206"): _SERIES_COUNT,
+    ("study", "00201208"): _STUDY_INSTANCES,
+    ("series", "00201209"): _SERIES_INSTANCES,
 }
 # (query level, key level) -> (FROM of the children, the parent's id among them,
 # their alias, the join to one parent).
@@ -312,8 +312,8 @@ def _record_columns(level, alias, keys):
     """SELECT items for the DICOM JSON of a level, with the computed attributes keys name."""
     record = {"study": "attrs", "series": "attrs", "instance": "metadata"}[level]
     columns = [f"{alias}.{record} AS r_{level}"]
-    for tag in sorted({k.tag for k in keys if (level, k.tag) in COMPUTED}):
-        columns.append(f"{COMPUTED[(level, tag)][0].format(a=alias)} AS c_{level}_{tag}")
+    for tag in sorted({k.tag for k in keys if (level, k.tag) in COMPUTED_SQL}):
+        columns.append(f"{COMPUTED_SQL[(level, tag)].format(a=alias)} AS c_{level}_{tag}")
     return columns
 
 
