@@ -383,9 +383,6 @@ class Query:
     all_of_level: bool  # no parent UID in the path: return the parents' attributes too
     combined: list = field(default_factory=list)  # [(date Key, time Key)] matched as one
 
-    def keys_at(self, level):
-        return [k for k in self.keys if k.level == level]
-
 
 def level_of(tag):
     """The query model level an attribute lives at."""
