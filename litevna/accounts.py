@@ -5,6 +5,8 @@ import uuid
 
 from litevna.auth.guard import PERMISSIONS
 from litevna.auth.passwords import hash_password
+from litevna.auth.revocation import IndexRevocations
+from litevna.auth.revocation import key_id as key_revocation
 from litevna.index import Conflict
 
 _LABEL = re.compile(r"[a-z][a-z0-9-]{2,62}\Z")
@@ -42,10 +44,12 @@ def parse_permissions(text):
 class Accounts:
     """Operations on accounts, stores and keys over an IIndex and a Keyring."""
 
-    def __init__(self, index, keyring, clock):
+    def __init__(self, index, keyring, clock, revocations=None):
         self._index = index
         self._keyring = keyring
         self._clock = clock
+        self._revocations = revocations if revocations is not None else \
+            IndexRevocations(index, clock)
 
     def create_account(self, email, password):
         email = (email or "").strip().lower()
@@ -92,9 +96,12 @@ class Accounts:
                 "expiresAt": int(expires_at * 1000) if expires_at is not None else None}
 
     def revoke_api_key(self, label, key_id):
+        """Revoke a key, and with it every token derived from it (SPEC §3)."""
         store = self.store(label)
         if not self._index.revoke_api_key(store["id"], key_id, self._clock()):
             raise AccountError(f"store {label!r} has no API key {key_id!r}")
+        row = self._index.api_key(key_id)
+        return self._revocations.revoke(key_revocation(key_id), store["id"], row["expires_at"])
 
     def list_stores(self):
         return [{"label": s["label"], "owner": s["owner"], "createdAt": int(s["created_at"] * 1000)}

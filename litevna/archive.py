@@ -22,8 +22,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from litevna.dicom.ingest import (
-    DUPLICATE_SOP_INSTANCE, OUT_OF_RESOURCES, PROCESSING_FAILURE, IngestFailure, parse_part10,
+    DUPLICATE_SOP_INSTANCE, NOT_AUTHORIZED, OUT_OF_RESOURCES, PROCESSING_FAILURE, IngestFailure,
+    parse_part10,
 )
+
+from litevna.index.search import study_columns
 
 log = Logger()
 
@@ -136,10 +139,15 @@ class Archive:
     def new_staging(self):
         return Staging(self.staging_folder)
 
-    def ingest(self, store_id, staging, study_uid=None):
-        """Store a closed staging file; a Deferred firing with an Outcome (never failing)."""
+    def ingest(self, store_id, staging, study_uid=None, scope=None):
+        """Store a closed staging file; a Deferred firing with an Outcome (never failing).
+
+        With a scope (a scoped token's), an instance of a study outside it fails with
+        0x0124 (SPEC §3)."""
         d = deferToThreadPool(self._reactor, self._cpu_pool, parse_part10, staging.path,
                               study_uid)
+        if scope is not None:
+            d.addCallback(_in_scope, scope)
         d.addCallback(lambda parsed: self._committer.submit(store_id, parsed, staging.path))
 
         def failed(failure):
@@ -256,6 +264,14 @@ class GroupCommitter:
         old_key = existing[1] if existing is not None and existing[1] != key else None
         return Outcome(True, parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid,
                        parsed.series_uid), old_key
+
+
+def _in_scope(parsed, scope):
+    # The same Patient ID the index keeps, so STOW and QIDO agree on what is in scope.
+    if not scope.allows(parsed.study_uid, study_columns(parsed.study)["patient_id"]):
+        raise IngestFailure(NOT_AUTHORIZED, "this token may not store instances of study "
+                                            f"{parsed.study_uid} (outside its scope)")
+    return parsed
 
 
 def _unlink(path):

@@ -63,6 +63,33 @@ class IIndex(Interface):
     def revoke_api_key(store_id, key_id, when):
         """Mark a key revoked; False if the store has no such key."""
 
+    def api_keys_of(store_id):
+        """The store's API key rows (revoked ones too), oldest first."""
+
+    def stores_of(owner_id):
+        """The store rows an account owns, by label."""
+
+    def delete_store(store_id):
+        """Remove a store and every row under it (its blobs are the caller's)."""
+
+    def add_revocation(identifier, store_id, expires_at, when):
+        """Record a revoked key or token id ("key:…", "tok:…") until expires_at (None: ever)."""
+
+    def revoked(identifier):
+        """True if identifier was revoked."""
+
+    def revocations_since(when):
+        """Every revoked identifier that has not expired by when."""
+
+    def create_session(session_id, account_id, csrf, expires_at):
+        """Record a web session (session_id is a digest of the cookie value)."""
+
+    def session(session_id):
+        """The session row joined with the account's email, or None."""
+
+    def delete_session(session_id):
+        """Forget a session."""
+
     def write():
         """A context manager yielding an IIndexWriter; commits on clean exit."""
 
@@ -72,7 +99,10 @@ class IIndex(Interface):
     def instances_of(store_id, study_uid, series_uid=None, sop_instance_uid=None, columns=None):
         """Rows (dicts) of the instances at a level, in series/instance order."""
 
-    def search(store_id, query, use_sql=True):
+    def study(store_id, study_uid):
+        """{"id", "study_uid", "patient_id"} of a stored study, or None."""
+
+    def search(store_id, query, use_sql=True, scope=None):
         """(hits, total) of a QIDO-RS Query (litevna.dicom.query) in a store.
 
         hits: the page, each {"study", "series", "instance"} DICOM JSON records
@@ -109,6 +139,21 @@ class ICache(Interface):
 
     def put(key, value, size=None):
         """Keep value under key (size: its cost in bytes, len(value) by default)."""
+
+
+class IRevocationList(Interface):
+    """Revoked API key and token ids ("key:<id>", "tok:<jti>"), seen by every process.
+
+    ``is_revoked`` runs on every request: synchronous and cheap; a revocation made
+    anywhere is seen within ``staleness`` seconds (SPEC §3: at most one)."""
+
+    staleness = Attribute("seconds a revocation elsewhere may take to be seen here")
+
+    def revoke(identifier, store_id, expires_at):
+        """Record a revocation durably and tell the other processes; a Deferred or None."""
+
+    def is_revoked(identifier):
+        """True if identifier has been revoked."""
 
 
 class IClock(Interface):

@@ -15,6 +15,8 @@ from twisted.python.threadpool import ThreadPool
 from litevna.archive import Archive
 from litevna.auth.guard import Guard
 from litevna.auth.keys import Keyring
+from litevna.auth.revocation import IndexRevocations
+from litevna.auth.tokens import Tokens
 from litevna.index.sqlite import SqliteIndex
 from litevna.storage.fs import FileBlobStore
 from litevna.cache.memory import MemoryCache
@@ -74,7 +76,9 @@ def make_application(config, reactor, cpu_pool):
     def cpu(fn, *args):
         return deferToThreadPool(reactor, cpu_pool, fn, *args)
 
-    guard = Guard(keyring, index.api_key, index.store_by_label, time.time)
+    revocations = IndexRevocations(index, time.time)
+    guard = Guard(keyring, index.api_key, index.store_by_label, time.time, revocations)
+    tokens = Tokens(keyring, guard, index, revocations, time.time)
     readiness = (("index", lambda: index.count_instances(0)),
                  ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0))
     # A quarter of the cache for metadata documents, a quarter for search answers,
@@ -83,7 +87,7 @@ def make_application(config, reactor, cpu_pool):
     qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
     rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2),
                         instance_row=wado.instance_row)
-    application = Application(config, archive, guard, wado, qido, rendered, readiness)
+    application = Application(config, archive, guard, wado, qido, rendered, readiness, tokens)
     return application, _ArchiveService(archive, index)
 
 

@@ -9,12 +9,14 @@ from twisted.logger import Logger
 
 from litevna.auth.credentials import request_token
 from litevna.auth.guard import Forbidden, Unauthorized
+from litevna.auth.tokens import TokenError
 from litevna.dicomweb.qido import query_params
 from litevna.dicomweb.stow import StowBody, stow_response, stow_target
 from litevna.dicomweb.wado import DICOM_JSON as DICOM_JSON_TYPE
-from litevna.dicomweb.wado import accept_ranges
+from litevna.dicomweb.wado import accept_ranges, check_uids
 from litevna.http.cors import Cors
 from litevna.http.errors import HTTPError, write_error
+from litevna.http.jsonapi import read_json, respond
 from litevna.http.producers import PiecesProducer
 from litevna.http.site import LiteSite
 
@@ -36,10 +38,11 @@ class Application:
 
     app = Klein()
 
-    def __init__(self, config, archive, guard, wado, qido, rendered, readiness=()):
+    def __init__(self, config, archive, guard, wado, qido, rendered, readiness=(), tokens=None):
         self.config = config
         self.archive = archive
         self.guard = guard
+        self.tokens = tokens
         self.wado = wado
         self.qido = qido
         self.rendered = rendered
@@ -60,6 +63,18 @@ class Application:
             raise HTTPError(401, str(exc), {"WWW-Authenticate": 'Bearer realm="litevna"'}) from None
         except Forbidden as exc:
             raise HTTPError(403, str(exc)) from None
+
+    def authorize_study(self, request, label, permission, study):
+        """authorize(), and a 404 (as for a study that does not exist: SPEC §3 leaks
+        nothing) when a scoped token asks for a study outside its scope."""
+        check_uids(study)
+        principal = self.authorize(request, label, permission)
+        scope = principal.scope
+        if scope is not None and study not in scope.study_ids:
+            row = self.archive.index.study(principal.store_id, study)
+            if row is None or not scope.allows(study, row["patient_id"]):
+                raise HTTPError(404, "no such study")
+        return principal
 
     def route_body(self, request, method, path, length):
         """Choose the streaming sink for a request body, as soon as its headers are in."""
@@ -164,7 +179,7 @@ def _wado_routes(cls):
     @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>",
                methods=["GET"])
     def retrieve(self, request, label, study, series=None, sop=None):
-        principal = self.authorize(request, label, "read")
+        principal = self.authorize_study(request, label, "read", study)
         d = maybeDeferred(self.wado.retrieve, principal.store_id, accept_ranges(request),
                           study, series, sop)
         return d.addCallback(lambda body: send(request, body))
@@ -174,7 +189,7 @@ def _wado_routes(cls):
     @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>/metadata",
                methods=["GET"])
     def metadata(self, request, label, study, series=None, sop=None):
-        principal = self.authorize(request, label, "read")
+        principal = self.authorize_study(request, label, "read", study)
         if not any(r.matches(DICOM_JSON_TYPE) or r.type == "application/json"
                    for r in accept_ranges(request)):
             raise HTTPError(406, "metadata is available as application/dicom+json")
@@ -198,14 +213,14 @@ def _wado_routes(cls):
     @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
                "/frame/<frame_list>", methods=["GET"])
     def frames(self, request, label, study, series, sop, frame_list):
-        principal = self.authorize(request, label, "read")
+        principal = self.authorize_study(request, label, "read", study)
         return send(request, self.wado.frames(principal.store_id, accept_ranges(request),
                                               study, series, sop, frame_list))
 
     @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>"
                "/bulkdata/<path:tag_path>", methods=["GET"])
     def bulkdata(self, request, label, study, series, sop, tag_path):
-        principal = self.authorize(request, label, "read")
+        principal = self.authorize_study(request, label, "read", study)
         return send(request, self.wado.bulkdata(principal.store_id, accept_ranges(request),
                                                 request.getHeader(b"range"), study, series,
                                                 sop, tag_path))
@@ -215,7 +230,7 @@ def _wado_routes(cls):
     @app.route("/<label>/dicomweb/studies/<study>/series/<series>/instances/<sop>",
                methods=["DELETE"])
     def delete(self, request, label, study, series=None, sop=None):
-        principal = self.authorize(request, label, "delete")
+        principal = self.authorize_study(request, label, "delete", study)
 
         def deleted(_):
             request.setResponseCode(204)
@@ -249,7 +264,8 @@ def _qido_routes(cls):
             raise HTTPError(406, "search results are available as application/dicom+json")
         _, _, raw_query = request.uri.partition(b"?")
         d = maybeDeferred(self.qido.search, principal.store_id, level, query_params(raw_query),
-                          self.base(request, label), accepts_gzip(request), study, series)
+                          self.base(request, label), accepts_gzip(request), study, series,
+                          principal.scope)
         return d.addCallback(lambda body: send(request, body))
 
     return cls
@@ -267,7 +283,7 @@ def _rendered_routes(cls):
              instance + "/frame/<frame_list>")
 
     def render(self, request, label, thumbnail, study, series=None, sop=None, frame_list=None):
-        principal = self.authorize(request, label, "read")
+        principal = self.authorize_study(request, label, "read", study)
         _, _, raw_query = request.uri.partition(b"?")
         accept = request.getHeader(b"accept")
         match = request.getHeader(b"if-none-match")
@@ -287,3 +303,44 @@ def _rendered_routes(cls):
 
 
 _rendered_routes(Application)
+
+
+def _token_routes(cls):
+    """POST /image-stores/{label}/tokens/create and …/revoke (SPEC §3, client's document)."""
+    app = cls.app
+
+    def judged(fn):
+        try:
+            return fn()
+        except TokenError as exc:
+            raise HTTPError(400, str(exc)) from None
+        except Unauthorized as exc:
+            raise HTTPError(401, str(exc), {"WWW-Authenticate": 'Bearer realm="litevna"'}) from None
+        except Forbidden as exc:
+            raise HTTPError(403, str(exc)) from None
+
+    @app.route("/image-stores/<label>/tokens/create", methods=["POST"])
+    def create_token(self, request, label):
+        body = read_json(request)
+        unknown = set(body) - {"api_key_value", "ttl", "scopes", "permissions"}
+        if unknown:
+            raise HTTPError(400, f"unknown fields: {', '.join(sorted(unknown))}")
+        return respond(request, judged(lambda: self.tokens.create(
+            label, body.get("api_key_value"), body.get("ttl"), body.get("scopes"),
+            body.get("permissions"))))
+
+    @app.route("/image-stores/<label>/tokens/revoke", methods=["POST"])
+    def revoke_token(self, request, label):
+        body = read_json(request)
+        value = body.get("token", body.get("api_key_value"))
+        return respond(request, judged(lambda: self.tokens.revoke(label, value)))
+
+    return cls
+
+
+_token_routes(Application)
+
+# The web UI and its JSON account API (litevna.ui) share this route table.
+from litevna.ui import add_routes  # noqa: E402 - after Application exists
+
+add_routes(Application)

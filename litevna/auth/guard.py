@@ -24,76 +24,103 @@ class Forbidden(Exception):
 
 
 @dataclass(frozen=True)
+class Scope:
+    """The studies and patients a scoped token may touch (SPEC §3: the union of both lists)."""
+
+    study_ids: frozenset = frozenset()
+    patient_ids: frozenset = frozenset()
+
+    def allows(self, study_uid, patient_id):
+        """True if a study (with its Patient ID) is inside the scope."""
+        return study_uid in self.study_ids or (patient_id is not None
+                                               and patient_id in self.patient_ids)
+
+    def as_json(self):
+        return {"study_ids": sorted(self.study_ids), "patient_ids": sorted(self.patient_ids)}
+
+    @classmethod
+    def from_claim(cls, claim):
+        if claim is None:
+            return None
+        return cls(frozenset(claim.get("study_ids", ())), frozenset(claim.get("patient_ids", ())))
+
+
+@dataclass(frozen=True)
 class Principal:
-    """Who is asking: the store, the key, and what it may do."""
+    """Who is asking: the store, the key (and token), what it may do, and its scope."""
 
     store_id: int
     label: str
     key_id: str
     permissions: frozenset
     expires_at: float | None = None
+    token_id: str | None = None  # the jti of a derived token; None for an API key
+    scope: Scope | None = None   # None: the whole store
 
     def require(self, permission):
         if permission not in self.permissions:
-            raise Forbidden(f"this key does not have the {permission!r} permission")
-
-
-def bearer_token(authorization):
-    """The token of an ``Authorization: Bearer T`` header value, or None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
-    if not token:
-        raise Unauthorized("the Bearer credential is empty")
-    return token
+            raise Forbidden(f"this token does not have the {permission!r} permission")
 
 
 class Guard:
-    """Checks credentials against the keyring and the index."""
+    """Checks credentials: signature (cached), key row and revocation list, store, permission."""
 
-    def __init__(self, keyring, lookup_key, lookup_store, clock, key_cache_seconds=0.5,
-                 cache_size=10000):
+    def __init__(self, keyring, lookup_key, lookup_store, clock, revocations,
+                 key_cache_seconds=0.5, cache_size=10000):
         self._keyring = keyring
-        self._lookup_key = lookup_key      # key id -> row (sync; called off the reactor)
+        self._lookup_key = lookup_key      # key id -> row (sync)
         self._lookup_store = lookup_store  # label -> row
         self._clock = clock
+        self._revocations = revocations
         self._key_cache_seconds = key_cache_seconds
         self._claims = OrderedDict()
-        self._keys = {}
+        self._rows = {}
         self._cache_size = cache_size
 
     def authenticate(self, token, label, permission):
         """The Principal for token acting on store label with permission."""
-        if token is None:
-            raise Unauthorized("authentication required: send Authorization: Bearer <token>")
-        now = self._clock()
-        claims = self._verified(token, now)
-        key = self._key_row(claims.get("key"), now)
-        if key is None or key["revoked_at"] is not None:
-            raise Unauthorized("the API key has been revoked")
-        if key["expires_at"] is not None and now >= key["expires_at"]:
-            raise Unauthorized("the API key has expired")
-        if claims["store"] != label:
-            raise Forbidden(f"this token is for another image store, not {label!r}")
-        store = self._lookup_store(label)
-        if store is None or store["id"] != key["store_id"]:
-            raise Forbidden(f"this token is for another image store, not {label!r}")
-        allowed = frozenset(key["permissions"].split(",")) & frozenset(claims.get("perms", ()))
-        principal = Principal(store["id"], label, key["id"], allowed, claims.get("exp"))
+        principal = self.principal(token, label)
         principal.require(permission)
         return principal
 
-    def _verified(self, token, now):
+    def principal(self, token, label):
+        """The Principal of a valid token for store label (any permission)."""
+        if token is None:
+            raise Unauthorized("authentication required: send Authorization: Bearer <token> "
+                               "(or Basic, a key_<token> path segment, the litevna-token "
+                               "cookie, or ?_auth_token=)")
+        now = self._clock()
+        claims = self.verified(token, now)
+        key = self._row(self._lookup_key, claims.get("key"), now)
+        if key is None or key["revoked_at"] is not None \
+                or self._revocations.is_revoked("key:" + claims["key"]):
+            raise Unauthorized("the API key has been revoked")
+        if key["expires_at"] is not None and now >= key["expires_at"]:
+            raise Unauthorized("the API key has expired")
+        jti = claims.get("jti")
+        if claims["typ"] == "token":
+            if not isinstance(jti, str) or self._revocations.is_revoked("tok:" + jti):
+                raise Unauthorized("the token has been revoked")
+        if claims["store"] != label:
+            raise Forbidden(f"this token is for another image store, not {label!r}")
+        store = self._row(self._lookup_store, label, now)
+        if store is None or store["id"] != key["store_id"]:
+            raise Forbidden(f"this token is for another image store, not {label!r}")
+        allowed = frozenset(key["permissions"].split(",")) & frozenset(claims.get("perms", ()))
+        return Principal(store["id"], label, key["id"], allowed, claims.get("exp"),
+                         jti if claims["typ"] == "token" else None,
+                         Scope.from_claim(claims.get("scope")))
+
+    def verified(self, token, now):
+        """The claims of a well-signed, unexpired LiteVNA value; Unauthorized otherwise."""
         claims = self._claims.get(token)
         if claims is None:
             try:
                 claims = self._keyring.verify(token, now)
             except InvalidToken as exc:
                 raise Unauthorized(str(exc)) from None
-            if claims.get("typ") not in ("api-key", "token"):
+            if claims.get("typ") not in ("api-key", "token") or \
+                    not isinstance(claims.get("key"), str):
                 raise Unauthorized("not a LiteVNA API key or token")
             self._claims[token] = claims
             if len(self._claims) > self._cache_size:
@@ -102,12 +129,16 @@ class Guard:
             raise Unauthorized("the token has expired")
         return claims
 
-    def _key_row(self, key_id, now):
-        cached = self._keys.get(key_id)
+    def forget(self, key_id=None):
+        """Drop cached key and store rows (a revocation pushed from elsewhere)."""
+        self._rows.clear()
+
+    def _row(self, lookup, name, now):
+        cached = self._rows.get((lookup, name))
         if cached is not None and cached[0] > now:
             return cached[1]
-        row = self._lookup_key(key_id) if isinstance(key_id, str) else None
-        self._keys[key_id] = (now + self._key_cache_seconds, row)
-        if len(self._keys) > self._cache_size:
-            self._keys.clear()
+        row = lookup(name) if isinstance(name, str) else None
+        if len(self._rows) > self._cache_size:
+            self._rows.clear()
+        self._rows[(lookup, name)] = (now + self._key_cache_seconds, row)
         return row

@@ -35,7 +35,8 @@ class Qido:
         self._cpu = cpu  # cpu(fn, *args) -> Deferred, run in the CPU thread pool
         self.cache = cache if cache is not None else MemoryCache()
 
-    def search(self, store_id, level, params, base_url, gzip, study_uid=None, series_uid=None):
+    def search(self, store_id, level, params, base_url, gzip, study_uid=None, series_uid=None,
+               scope=None):
         """A Body answering the search, or a Deferred one.
 
         Answers are cached under the store's generation, which every STOW and DELETE
@@ -47,11 +48,11 @@ class Qido:
         except q.QueryError as exc:
             raise HTTPError(400, str(exc)) from None
         key = (store_id, self._index.generation(store_id), level, study_uid, series_uid,
-               tuple(p for p in params if p[0] != "_auth_token"), base_url, gzip)
+               tuple(p for p in params if p[0] != "_auth_token"), base_url, gzip, scope)
         cached = self.cache.get(key)
         if cached is not None:
             return _body(*cached)
-        d = self._cpu(self._answer, store_id, query, base_url, gzip)
+        d = self._cpu(self._answer, store_id, query, base_url, gzip, scope)
 
         def keep(answer):
             self.cache.put(key, answer, len(answer[0]))
@@ -59,9 +60,9 @@ class Qido:
 
         return d.addCallback(keep)
 
-    def _answer(self, store_id, query, base_url, gzip):
+    def _answer(self, store_id, query, base_url, gzip, scope):
         """(document, Warning or None, gzipped?): the search run and its JSON written."""
-        hits, total = self._index.search(store_id, query)
+        hits, total = self._index.search(store_id, query, scope=scope)
         document = orjson.dumps([response_object(query, hit, base_url) for hit in hits])
         more = total - query.offset - len(hits)
         warning = None

@@ -116,7 +116,8 @@ class StowBody:
         except IngestFailure as failure:
             self._results.append(succeed(Outcome.failed(failure.reason, failure.message)))
             return
-        d = self._archive.ingest(self._principal.store_id, staging, self._study_uid)
+        d = self._archive.ingest(self._principal.store_id, staging, self._study_uid,
+                                 self._principal.scope)
         self._in_flight += 1
         if self._in_flight >= MAX_IN_FLIGHT and self._transport is not None and not self._paused:
             self._paused = True

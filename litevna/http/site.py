@@ -57,9 +57,10 @@ class StreamingRequest(server.Request):
         site = self.channel.site
         # The channel has parsed the request line but not told the request yet.
         method, uri = self.channel._command, self.channel._path
-        path = uri.split(b"?", 1)[0]
+        path, self.path_token = _strip_key(uri.split(b"?", 1)[0])
+        self.query_token = _query_secret(uri)
         try:
-            self.body_sink = site.body_router(self, method, _strip_key(path)[0], length)
+            self.body_sink = site.body_router(self, method, path, length)
         except HTTPError as error:
             self._refuse(error)
             return
@@ -94,7 +95,8 @@ class StreamingRequest(server.Request):
     def process(self):
         self.path, self.path_token = _strip_key(self.path)
         if _SECRET_QUERY.encode() in self.uri:
-            self.query_token = (self.args.pop(_SECRET_QUERY.encode(), [None]) or [None])[0]
+            self.query_token = _query_secret(self.uri)
+            self.args.pop(_SECRET_QUERY.encode(), None)
             self.uri = _strip_query_secret(self.uri)
         if self.path_token is not None:
             self.uri = _strip_key(self.uri.split(b"?", 1)[0])[0] + (
@@ -130,6 +132,17 @@ def _strip_key(path):
     if not match:
         return path, None
     return b"/" + match.group(1) + match.group(3), match.group(2).decode("latin-1")
+
+
+def _query_secret(uri):
+    """The first ``_auth_token`` value of a URI's query (bytes), or None."""
+    _, _, query = uri.partition(b"?")
+    if _SECRET_QUERY.encode() not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name == _SECRET_QUERY:
+            return value.encode("latin-1")
+    return None
 
 
 def _strip_query_secret(uri):

@@ -257,8 +257,11 @@ class Plan:
         return "(" + " AND ".join(p[0] for p in parts) + ")", [a for p in parts for a in p[1]]
 
 
-def search(execute, dialect, store_id, query, use_sql=True):
+def search(execute, dialect, store_id, query, use_sql=True, scope=None):
     """(hits, total) of query in a store. ``execute(sql, args)`` returns rows.
+
+    ``scope`` (a litevna.auth.guard.Scope) keeps only the studies it allows, and what
+    is under them: a scoped token's view of the store (SPEC §3).
 
     A hit is {"study", "series", "instance"}: the DICOM JSON record of each level
     the response needs (computed attributes included) or None, plus the UIDs.
@@ -267,6 +270,9 @@ def search(execute, dialect, store_id, query, use_sql=True):
     level = query.level
     where = " AND ".join(["st.store_id = " + dialect.mark] + plan.where)
     args = [store_id] + plan.args
+    if scope is not None:
+        sql, scope_args = scope_condition(dialect, scope)
+        where, args = f"{where} AND {sql}", args + scope_args
     ident = ORDER[level]
     if plan.exact:
         # One pass gives the page and the count unless the matches are many; then
@@ -282,6 +288,16 @@ def search(execute, dialect, store_id, query, use_sql=True):
     else:
         ids, total = _filtered(execute, plan, where, args)
     return _hits(execute, dialect, query, ids), total
+
+
+def scope_condition(dialect, scope):
+    """SQL (on the studies alias st) true for the studies a Scope allows, and its args."""
+    parts, args = [], []
+    for column, values in (("st.study_uid", scope.study_ids), ("st.patient_id", scope.patient_ids)):
+        if values:
+            parts.append(f"{column} IN ({', '.join([dialect.mark] * len(values))})")
+            args += sorted(values)
+    return "(" + (" OR ".join(parts) or "1 = 0") + ")", args
 
 
 def _filtered(execute, plan, where, args):

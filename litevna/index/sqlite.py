@@ -143,6 +143,47 @@ class SqliteIndex:
                 "WHERE id = ? AND store_id = ?", (when, key_id, store_id))
             return cursor.rowcount > 0
 
+    def api_keys_of(self, store_id):
+        return self._query("SELECT * FROM api_keys WHERE store_id = ? ORDER BY created_at, id",
+                           (store_id,))
+
+    def stores_of(self, owner_id):
+        return self._query("SELECT * FROM stores WHERE owner_id = ? ORDER BY label", (owner_id,))
+
+    def delete_store(self, store_id):
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM stores WHERE id = ?", (store_id,))
+
+    def add_revocation(self, identifier, store_id, expires_at, when):
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM revocations WHERE expires_at <= ?", (when,))
+            conn.execute("INSERT OR IGNORE INTO revocations (id, store_id, expires_at, "
+                         "revoked_at) VALUES (?, ?, ?, ?)",
+                         (identifier, store_id, expires_at, when))
+
+    def revoked(self, identifier):
+        return self._one("SELECT 1 AS hit FROM revocations WHERE id = ?",
+                         (identifier,)) is not None
+
+    def revocations_since(self, when):
+        return [r["id"] for r in self._query(
+            "SELECT id FROM revocations WHERE expires_at IS NULL OR expires_at > ?", (when,))]
+
+    def create_session(self, session_id, account_id, csrf, expires_at):
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            conn.execute("INSERT INTO sessions (id, account_id, csrf, created_at, expires_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (session_id, account_id, csrf, now, expires_at))
+
+    def session(self, session_id):
+        return self._one("SELECT s.*, a.email AS email FROM sessions s "
+                         "JOIN accounts a ON a.id = s.account_id WHERE s.id = ?", (session_id,))
+
+    def delete_session(self, session_id):
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
     # The query model.
 
     @contextlib.contextmanager
@@ -177,9 +218,13 @@ class SqliteIndex:
                 "i.instance_number IS NULL, i.instance_number, i.sop_instance_uid")
         return self._query(sql, args)
 
-    def search(self, store_id, query, use_sql=True):
+    def search(self, store_id, query, use_sql=True, scope=None):
         """(hits, total) of a QIDO-RS Query in a store (litevna.index.search)."""
-        return qido.search(self._rows, _DIALECT, store_id, query, use_sql)
+        return qido.search(self._rows, _DIALECT, store_id, query, use_sql, scope)
+
+    def study(self, store_id, study_uid):
+        return self._one("SELECT id, study_uid, patient_id FROM studies "
+                         "WHERE store_id = ? AND study_uid = ?", (store_id, study_uid))
 
     def generation(self, store_id):
         row = self._one("SELECT generation FROM stores WHERE id = ?", (store_id,))
