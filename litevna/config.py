@@ -3,6 +3,7 @@
 import os
 import re
 import socket
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -25,6 +26,17 @@ OPTIONS = (
     ("log-format", "text", "text or json"),
     ("cache-size", "64MiB", "in-process cache of metadata and search answers (0 disables)"),
 )
+
+
+def parse_redis_url(url):
+    """(host, port, db, password) of ``redis://[:password@]host[:port][/db]``."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"not a redis://host:port/db URL: {url!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the Redis database is a number: {url!r}")
+    return parts.hostname, parts.port or 6379, int(path or 0), parts.password
 
 
 class ConfigError(ValueError):
@@ -85,6 +97,11 @@ class Config:
             raise ConfigError("--workers is at least 1")
         if workers > 1 and value["listen"].split(":", 1)[0] not in ("tcp", "tcp6"):
             raise ConfigError("--workers shares a tcp: or tcp6: --listen endpoint")
+        if value["redis"]:
+            try:
+                parse_redis_url(value["redis"])
+            except ValueError as exc:
+                raise ConfigError(f"--redis: {exc}") from None
         public_url = value["public-url"].rstrip("/") if value["public-url"] else None
         return cls(
             listen=value["listen"], data_dir=data_dir, database=database,

@@ -12,6 +12,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from litevna.accounts import Accounts
 from litevna.archive import Archive
 from litevna.auth.guard import Guard
 from litevna.auth.keys import Keyring
@@ -41,6 +42,19 @@ class _ThreadPoolService(service.Service):
     def stopService(self):
         super().stopService()
         self.pool.stop()
+
+
+class _RedisService(service.Service):
+    def __init__(self, redis):
+        self.redis = redis
+
+    def startService(self):
+        super().startService()
+        self.redis.start()
+
+    def stopService(self):
+        super().stopService()
+        return self.redis.stop()
 
 
 class _ArchiveService(service.Service):
@@ -77,18 +91,29 @@ def make_application(config, reactor, cpu_pool):
         return deferToThreadPool(reactor, cpu_pool, fn, *args)
 
     revocations = IndexRevocations(index, time.time)
+    services = [_ArchiveService(archive, index)]
+    readiness = [("index", lambda: index.count_instances(0)),
+                 ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0)]
+    if config.redis:
+        # Imported here: txredisapi installs the global reactor when imported.
+        from litevna.auth.redisrevocation import RedisRevocations
+
+        revocations = RedisRevocations(reactor, config.redis, revocations, index, time.time,
+                                       on_revoked=lambda identifier: guard.forget())
+        services.append(_RedisService(revocations))
+        readiness.append(("redis", lambda: revocations.live or 1 / 0))
     guard = Guard(keyring, index.api_key, index.store_by_label, time.time, revocations)
     tokens = Tokens(keyring, guard, index, revocations, time.time)
-    readiness = (("index", lambda: index.count_instances(0)),
-                 ("storage", lambda: os.access(config.blob_dir, os.W_OK) or 1 / 0))
+    accounts = Accounts(index, keyring, time.time, revocations)
     # A quarter of the cache for metadata documents, a quarter for search answers,
     # half for rendered images.
     wado = Wado(index, blobs, cpu, MemoryCache(config.cache_size // 4))
     qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
     rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2),
                         instance_row=wado.instance_row)
-    application = Application(config, archive, guard, wado, qido, rendered, readiness, tokens)
-    return application, _ArchiveService(archive, index)
+    application = Application(config, archive, guard, wado, qido, rendered, readiness, tokens,
+                              accounts)
+    return application, services
 
 
 DRAIN_SECONDS = 15.0
@@ -154,9 +179,10 @@ def make_service(config, reactor, inherit_fd=None):
         return WorkerSupervisor(reactor, sock, config.workers, config.worker_arguments())
     top = _InOrder()
     cpu_pool = ThreadPool(minthreads=1, maxthreads=CPU_THREADS, name="litevna-cpu")
-    application, archive_service = make_application(config, reactor, cpu_pool)
+    application, backend_services = make_application(config, reactor, cpu_pool)
     _ThreadPoolService(cpu_pool).setServiceParent(top)
-    archive_service.setServiceParent(top)
+    for backend in backend_services:
+        backend.setServiceParent(top)
     site = application.site()
     _Drain(site, reactor).setServiceParent(top)
     if inherit_fd is None:

@@ -38,8 +38,10 @@ class Application:
 
     app = Klein()
 
-    def __init__(self, config, archive, guard, wado, qido, rendered, readiness=(), tokens=None):
+    def __init__(self, config, archive, guard, wado, qido, rendered, readiness=(), tokens=None,
+                 accounts=None):
         self.config = config
+        self.accounts = accounts
         self.archive = archive
         self.guard = guard
         self.tokens = tokens

@@ -8,7 +8,7 @@ import requests
 # root stays off sys.path so that the installed litevna (with its compiled kernels) is tested.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from live import LiveServer, Provisioned  # noqa: E402
+from live import LiveServer, Provisioned, RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,13 @@ def server(provisioned):
     live.provisioned = provisioned
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free port for a test module (never skipped: CI has one)."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as redis:
+        yield redis
 
 
 @pytest.fixture(scope="module")
