@@ -137,5 +137,10 @@ class Config:
         return folder if self.worker is None else os.path.join(folder, f"worker-{self.worker}")
 
     @property
+    def upload_dir(self):
+        # Shared by every worker and node: a PUT may reach one and the claim another.
+        return os.path.join(self.data_dir, "uploads")
+
+    @property
     def key_dir(self):
         return os.path.join(self.data_dir, "keys")

@@ -8,12 +8,15 @@ import time
 
 from twisted.application import service, strports
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from litevna.accounts import Accounts
 from litevna.archive import Archive
+from litevna.dicomweb.upload import UploadService
+from litevna.uploads import Uploads
 from litevna.auth.guard import Guard
 from litevna.auth.keys import Keyring
 from litevna.auth.revocation import IndexRevocations
@@ -55,6 +58,33 @@ class _RedisService(service.Service):
     def stopService(self):
         super().stopService()
         return self.redis.stop()
+
+
+class _UploadSweeper(service.Service):
+    """Every minute, remove presigned uploads that expired unclaimed."""
+
+    INTERVAL = 60.0
+
+    def __init__(self, clock, uploads):
+        self._clock, self._uploads = clock, uploads
+        self._loop = None
+
+    def startService(self):
+        super().startService()
+        self._loop = LoopingCall(self.sweep)
+        self._loop.clock = self._clock
+        self._loop.start(self.INTERVAL, now=True).addErrback(
+            lambda f: log.failure("upload sweeper stopped", f))
+
+    def sweep(self):
+        removed = self._uploads.sweep()
+        if removed:
+            log.info("removed {n} expired upload(s)", n=removed)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
 
 
 class _ArchiveService(service.Service):
@@ -111,8 +141,11 @@ def make_application(config, reactor, cpu_pool):
     qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
     rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2),
                         instance_row=wado.instance_row)
+    uploads = UploadService(reactor, archive, Uploads(config.upload_dir, config.key_dir,
+                                                      time.time, config.max_upload))
+    services.append(_UploadSweeper(reactor, uploads.uploads))
     application = Application(config, archive, guard, wado, qido, rendered, readiness, tokens,
-                              accounts)
+                              accounts, uploads)
     return application, services
 
 

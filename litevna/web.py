@@ -1,6 +1,8 @@
 """The HTTP application: a thin Klein route table over the services."""
 
 import os
+import re
+
 import orjson
 import werkzeug.exceptions
 from klein import Klein
@@ -11,7 +13,8 @@ from litevna.auth.credentials import request_token
 from litevna.auth.guard import Forbidden, Unauthorized
 from litevna.auth.tokens import TokenError
 from litevna.dicomweb.qido import query_params
-from litevna.dicomweb.stow import StowBody, stow_response, stow_target
+from litevna.dicomweb.stow import StowBody, stow_response, stow_target, stow_warning
+from litevna.dicomweb.upload import open_put
 from litevna.dicomweb.wado import DICOM_JSON as DICOM_JSON_TYPE
 from litevna.dicomweb.wado import accept_ranges, check_uids
 from litevna.http.cors import Cors
@@ -22,6 +25,7 @@ from litevna.http.site import LiteSite
 
 log = Logger()
 DICOM_JSON = b"application/dicom+json"
+UPLOAD_PATH = re.compile(r"^/uploads/([^/]+)/([^/]+)$")
 
 
 def base_url(request, public_url, label):
@@ -39,8 +43,9 @@ class Application:
     app = Klein()
 
     def __init__(self, config, archive, guard, wado, qido, rendered, readiness=(), tokens=None,
-                 accounts=None):
+                 accounts=None, uploads=None):
         self.config = config
+        self.uploads = uploads
         self.accounts = accounts
         self.archive = archive
         self.guard = guard
@@ -80,6 +85,11 @@ class Application:
 
     def route_body(self, request, method, path, length):
         """Choose the streaming sink for a request body, as soon as its headers are in."""
+        if method == b"PUT":
+            match = UPLOAD_PATH.match(path.decode("latin-1"))
+            if match is None or self.uploads is None:
+                return None
+            return open_put(self.uploads.uploads, request, request.channel._path, *match.groups())
         if method != b"POST":
             return None
         target = stow_target(path.decode("latin-1"))
@@ -125,21 +135,48 @@ class Application:
     @app.route("/<label>/dicomweb/studies/<study_uid>", methods=["POST"])
     def stow(self, request, label, study_uid=None):
         sink = request.body_sink
-        if sink is None:
+        if b"uploadId" in request.args:
+            # Step 3 of the presigned flow: the body was PUT before.
+            stow_target(request.path.decode("latin-1"))
+            principal = self.authorize(request, label, "write")
+            upload_id = request.args[b"uploadId"][0].decode("latin-1")
+            d = self.uploads.process(principal, upload_id, study_uid)
+        elif sink is None:
             stow_target(request.path.decode("latin-1"))  # a bad Study UID is a 400 even here
             self.authorize(request, label, "write")
             raise HTTPError(400, "the request has no body: send application/dicom or "
                                  "multipart/related; type=\"application/dicom\"")
-        d = maybeDeferred(sink.finish)
+        else:
+            d = maybeDeferred(sink.finish)
 
         def respond(outcomes):
             status, body = stow_response(outcomes, base_url(request, self.config.public_url,
                                                                  label))
             request.setResponseCode(status)
             request.setHeader(b"Content-Type", DICOM_JSON)
+            warning = stow_warning(outcomes)
+            if warning:
+                request.setHeader(b"Warning", warning.encode())
             return orjson.dumps(body)
 
         return d.addCallback(respond)
+
+    @app.route("/<label>/dicomweb/studies/upload-url", methods=["POST"])
+    def upload_url(self, request, label):
+        """Step 1 of the presigned flow (client's document, "Large File Uploads")."""
+        principal = self.authorize(request, label, "write")
+        if self.config.public_url:
+            server = self.config.public_url
+        else:
+            server = base_url(request, None, label).rsplit(f"/{label}/dicomweb", 1)[0]
+        return respond(request, self.uploads.issue(principal, server))
+
+    @app.route("/uploads/<label>/<upload_id>", methods=["PUT"])
+    def upload_put(self, request, label, upload_id):
+        """Step 2: the body has streamed into its sink (see route_body)."""
+        if request.body_sink is None:
+            raise HTTPError(404, "no such upload")
+        return respond(request, request.body_sink.finish())
 
 
 def send(request, body):

@@ -178,6 +178,17 @@ def stow_response(outcomes, base_url):
     return status, body
 
 
+def stow_warning(outcomes):
+    """A Warning header value when some instances were already stored, identical (or None).
+
+    PS3.18 §10.5.3 answers them as stored; the header lets a bulk uploader count them."""
+    duplicates = sum(1 for o in outcomes if o.stored and o.duplicate)
+    if not duplicates:
+        return None
+    return (f'299 litevna "{duplicates} instance{"s" if duplicates > 1 else ""} '
+            f'{"were" if duplicates > 1 else "was"} already stored with identical content"')
+
+
 def _referenced_item(outcome, base_url):
     return {
         "00081150": _ui(outcome.sop_class_uid),
