@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from litevna.dicom.ingest import (
     DUPLICATE_SOP_INSTANCE, NOT_AUTHORIZED, OUT_OF_RESOURCES, PROCESSING_FAILURE, IngestFailure,
-    parse_part10,
+    check_study, parse_part10,
 )
 
 from litevna.index.search import study_columns
@@ -139,13 +139,21 @@ class Archive:
     def new_staging(self):
         return Staging(self.staging_folder)
 
-    def ingest(self, store_id, staging, study_uid=None, scope=None):
+    def parse(self, path):
+        """A Deferred ParsedInstance of the file at path (in the CPU pool), for ``ingest``."""
+        return deferToThreadPool(self._reactor, self._cpu_pool, parse_part10, path)
+
+    def ingest(self, store_id, staging, study_uid=None, scope=None, parsed=None):
         """Store a closed staging file; a Deferred firing with an Outcome (never failing).
 
         With a scope (a scoped token's), an instance of a study outside it fails with
-        0x0124 (SPEC §3)."""
-        d = deferToThreadPool(self._reactor, self._cpu_pool, parse_part10, staging.path,
-                              study_uid)
+        0x0124 (SPEC §3). ``parsed``: a Deferred from ``parse`` of the same file, begun
+        earlier (a presigned upload parses while it is PUT)."""
+        if parsed is None:
+            d = deferToThreadPool(self._reactor, self._cpu_pool, parse_part10, staging.path,
+                                  study_uid)
+        else:
+            d = parsed.addCallback(_for_study, study_uid)
         if scope is not None:
             d.addCallback(_in_scope, scope)
         d.addCallback(lambda parsed: self._committer.submit(store_id, parsed, staging.path))
@@ -264,6 +272,11 @@ class GroupCommitter:
         old_key = existing[1] if existing is not None and existing[1] != key else None
         return Outcome(True, parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid,
                        parsed.series_uid), old_key
+
+
+def _for_study(parsed, study_uid):
+    check_study(parsed.study_uid, study_uid)
+    return parsed
 
 
 def _in_scope(parsed, scope):

@@ -141,8 +141,8 @@ def make_application(config, reactor, cpu_pool):
     qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
     rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2),
                         instance_row=wado.instance_row)
-    uploads = UploadService(reactor, archive, Uploads(config.upload_dir, config.key_dir,
-                                                      time.time, config.max_upload))
+    uploads = UploadService(archive, Uploads(config.upload_dir, config.key_dir, time.time,
+                                             config.max_upload))
     services.append(_UploadSweeper(reactor, uploads.uploads))
     application = Application(config, archive, guard, wado, qido, rendered, readiness, tokens,
                               accounts, uploads)

@@ -115,8 +115,11 @@ class Uploads:
     # Step 2.
 
     def open_put(self, label, upload_id, expires, signature, content_type, content_encoding,
-                 length):
-        """Check a PUT's URL and headers; the GzipUpload sink for its body."""
+                 length, target):
+        """Check a PUT's URL and headers; the GzipUpload sink for its body.
+
+        ``target(folder, content_type)`` makes what the inflated bytes are written to
+        (write, finish → the manifest of parts, abort)."""
         if not valid_upload_id(upload_id):
             raise HTTPError(404, "no such upload")
         try:
@@ -143,13 +146,13 @@ class Uploads:
         except FileExistsError:
             raise HTTPError(409, "this upload URL has already been used; ask for a new one")
         os.close(fd)
-        return GzipUpload(folder, (content_type or "application/dicom").strip(),
-                          self.max_upload)
+        content_type = (content_type or "application/dicom").strip()
+        return GzipUpload(folder, content_type, target(folder, content_type), self.max_upload)
 
     # Step 3.
 
     def claim(self, store_id, upload_id):
-        """(path of the body, its content type, folder) for processing; one claimer wins."""
+        """(the upload's manifest, its folder) for processing; one claimer wins."""
         if not valid_upload_id(upload_id):
             raise HTTPError(400, "uploadId is the UUID returned by .../studies/upload-url")
         folder = self._dir(upload_id)
@@ -162,7 +165,7 @@ class Uploads:
             raise HTTPError(404, f"no upload {upload_id} in this image store")
         if self._clock() * 1000 >= meta["expires_ms"]:
             raise HTTPError(410, f"upload {upload_id} expired before it was processed")
-        body, claimed = os.path.join(folder, "body"), os.path.join(folder, "claimed")
+        body, claimed = os.path.join(folder, "body.json"), os.path.join(folder, "claimed.json")
         try:
             os.rename(body, claimed)
         except FileNotFoundError:
@@ -173,16 +176,13 @@ class Uploads:
                                      "upload failed") from None
             raise HTTPError(409, f"nothing has been uploaded for {upload_id} yet: PUT the "
                                  "gzip-compressed file to its uploadUrl first") from None
-        info = _read_json(os.path.join(folder, "body.json"))
-        return claimed, info["content_type"], folder
+        return _read_json(claimed), folder
 
     def finished(self, folder):
         """Processing is over: leave a tombstone (a second claim says "already processed")."""
-        for name in ("claimed", "body.json"):
-            try:
+        for name in os.listdir(folder):
+            if name not in ("meta.json", "put.lock"):
                 os.unlink(os.path.join(folder, name))
-            except FileNotFoundError:
-                pass
         open(os.path.join(folder, "done"), "wb").close()
 
     # Expiry.
@@ -199,7 +199,7 @@ class Uploads:
                 continue
             if now_ms < meta["expires_ms"]:
                 continue
-            claimed = os.path.join(folder, "claimed")
+            claimed = os.path.join(folder, "claimed.json")
             # A claim being processed may run past the expiry; one that old is a leftover.
             if os.path.exists(claimed) and now_ms < meta["expires_ms"] + LIFETIME * 1000:
                 continue
@@ -209,14 +209,13 @@ class Uploads:
 
 
 class GzipUpload:
-    """The sink of one PUT: inflate while the bytes arrive, into ``body`` of the upload."""
+    """The sink of one PUT: inflate while the bytes arrive, into the upload's target."""
 
-    def __init__(self, folder, content_type, max_size):
+    def __init__(self, folder, content_type, target, max_size):
         self._folder = folder
         self._content_type = content_type
+        self._target = target
         self._max_size = max_size
-        self._path = os.path.join(folder, "body.part")
-        self._file = open(self._path, "wb", buffering=1 << 20)
         self._inflate = isal_zlib.decompressobj(31)
         self._pending = b""
         self.received = 0
@@ -257,15 +256,13 @@ class GzipUpload:
             if self.size > RATIO_GRACE and self.size > MAX_RATIO * self.received:
                 raise HTTPError(413, f"the upload inflates more than {MAX_RATIO} times its "
                                      "compressed size: refused as a gzip bomb")
-            try:
-                self._file.write(out)
-            except OSError as exc:
-                raise HTTPError(507, f"could not store the upload: {exc.strerror}") from None
+            if out:
+                self._target.write(out)
             data = self._inflate.unused_data if self._inflate.eof else \
                 self._inflate.unconsumed_tail
 
     def finish(self):
-        """The body is complete: {"uploadId", "received", "size"} once it is safely stored."""
+        """The body is complete: {"uploadId", "received", "size", "instances"} once stored."""
         if self.received == 0:
             self.abort()
             raise HTTPError(400, "the request has no body: PUT the gzip-compressed file")
@@ -276,24 +273,16 @@ class GzipUpload:
             self.abort()
             raise HTTPError(400, "the upload inflates to nothing")
         try:
-            self._file.close()
-            # body.json first: a claim that sees body can always read it.
-            _atomic_json(os.path.join(self._folder, "body.json"),
-                         {"content_type": self._content_type, "received": self.received,
-                          "size": self.size})
-            os.rename(self._path, os.path.join(self._folder, "body"))
-        except OSError as exc:
+            parts = self._target.finish()
+        except HTTPError:
             self.abort()
-            raise HTTPError(507, f"could not store the upload: {exc.strerror}") from None
+            raise
+        # Written last: a claim that finds body.json finds every part.
+        _atomic_json(os.path.join(self._folder, "body.json"),
+                     {"content_type": self._content_type, "received": self.received,
+                      "size": self.size, "parts": parts})
         return {"uploadId": os.path.basename(self._folder), "received": self.received,
-                "size": self.size}
+                "size": self.size, "instances": sum(1 for p in parts if "file" in p)}
 
     def abort(self):
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self._path)
-        except FileNotFoundError:
-            pass
+        self._target.abort()

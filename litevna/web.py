@@ -14,7 +14,6 @@ from litevna.auth.guard import Forbidden, Unauthorized
 from litevna.auth.tokens import TokenError
 from litevna.dicomweb.qido import query_params
 from litevna.dicomweb.stow import StowBody, stow_response, stow_target, stow_warning
-from litevna.dicomweb.upload import open_put
 from litevna.dicomweb.wado import DICOM_JSON as DICOM_JSON_TYPE
 from litevna.dicomweb.wado import accept_ranges, check_uids
 from litevna.http.cors import Cors
@@ -89,7 +88,7 @@ class Application:
             match = UPLOAD_PATH.match(path.decode("latin-1"))
             if match is None or self.uploads is None:
                 return None
-            return open_put(self.uploads.uploads, request, request.channel._path, *match.groups())
+            return self.uploads.open_put(request, request.channel._path, *match.groups())
         if method != b"POST":
             return None
         target = stow_target(path.decode("latin-1"))

@@ -324,7 +324,7 @@ def test_two_gib_upload_in_bounded_memory(node, key):
     result = {}
 
     def send():
-        up = upload_url(node, key)
+        up = result["upload"] = upload_url(node, key)
         response = put(up["uploadUrl"], _gzip_stream(multipart_chunks(parts(), boundary)),
                        **{"Content-Type": multipart_type(boundary)})
         result["put"] = response
@@ -340,11 +340,9 @@ def test_two_gib_upload_in_bounded_memory(node, key):
     assert result["claim"].status_code == 200, result["claim"].text[:500]
     assert sorted(stored_uids(result["claim"])) == sorted(uids)
     assert peak < 200 << 20, f"server peak RSS {peak >> 20} MiB"
-    # Nothing left behind in the upload folder but the tombstone.
-    folder = os.path.join(node.data_dir, "uploads")
-    leftovers = [name for _, _, names in os.walk(folder) for name in names
-                 if name not in ("meta.json", "put.lock", "done")]
-    assert leftovers == []
+    # Nothing left behind in the upload's folder but the tombstone.
+    folder = os.path.join(node.data_dir, "uploads", result["upload"]["uploadId"])
+    assert sorted(os.listdir(folder)) == ["done", "meta.json", "put.lock"]
 
 
 # Expiry: the sweeper with a fake clock.
@@ -371,9 +369,12 @@ class SweepTests(SynchronousTestCase):
         from litevna.http.errors import HTTPError
 
         up = self.uploads.issue(1, "demo", "http://x")
+        from litevna.dicomweb.upload import PartWriter
+
         sink = self.uploads.open_put("demo", up["uploadId"], str(up["expiresAt"]),
                                      up["uploadUrl"].rsplit("signature=", 1)[1],
-                                     "application/dicom", "gzip", None)
+                                     "application/dicom", "gzip", None,
+                                     lambda folder, kind: PartWriter(folder, kind, len))
         sink.write(gzip.compress(b"x" * 100))
         sink.finish()
         self.uploads.claim(1, up["uploadId"])

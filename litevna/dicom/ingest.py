@@ -171,10 +171,16 @@ def _identify(dataset, study_uid):
         if not is_valid_uid(value):
             raise IngestFailure(DATA_SET_MISMATCH, f"{keyword} {value[:80]!r} is not a valid UID")
         found.append(value)
-    if study_uid is not None and found[0] != study_uid:
-        raise IngestFailure(DATA_SET_MISMATCH,
-                            f"StudyInstanceUID {found[0]} does not match the URL's {study_uid}")
+    check_study(found[0], study_uid)
     return found[0], found[1], found[2], sop_class_uid
+
+
+def check_study(found, study_uid):
+    """IngestFailure unless an instance of study found may be stored under the URL's study_uid
+    (PS3.18 §10.5.1: every instance of a STOW to …/studies/{study} belongs to that study)."""
+    if study_uid is not None and found != study_uid:
+        raise IngestFailure(DATA_SET_MISMATCH,
+                            f"StudyInstanceUID {found} does not match the URL's {study_uid}")
 
 
 def _text(dataset, keyword):

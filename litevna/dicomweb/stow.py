@@ -31,6 +31,47 @@ def stow_target(path):
     return label, study_uid
 
 
+def body_kind(content_type):
+    """(DICOM, None) or ("multipart/related", boundary) of a STOW body; HTTPError otherwise."""
+    try:
+        media_type, params = parse_media_type(content_type or "")
+    except MediaTypeError as exc:
+        raise HTTPError(415, f"unsupported Content-Type: {exc}") from None
+    if media_type == DICOM:
+        return DICOM, None
+    if media_type == "multipart/related":
+        part_type = params.get("type", DICOM).lower()
+        if part_type != DICOM:
+            raise HTTPError(415, f"multipart/related of {part_type!r} is not accepted; "
+                                 f"send type=\"{DICOM}\"")
+        if "boundary" not in params:
+            raise HTTPError(400, "multipart/related without a boundary parameter")
+        return media_type, params["boundary"]
+    raise HTTPError(415, f"Content-Type must be {DICOM} or multipart/related; "
+                         f"type=\"{DICOM}\", not {media_type!r}")
+
+
+def new_parser(boundary):
+    try:
+        return MultipartParser(boundary)
+    except MultipartError as exc:
+        raise HTTPError(400, f"malformed multipart body: {exc}") from None
+
+
+def part_refusal(headers):
+    """Why a multipart part cannot be an instance (its Content-Type), or None."""
+    part_type = headers.get("content-type")
+    if part_type is None:
+        return None
+    try:
+        media_type = parse_media_type(part_type)[0]
+    except MediaTypeError:
+        media_type = part_type
+    if media_type != DICOM:
+        return f"a part of type {part_type[:60]!r} is not {DICOM}"
+    return None
+
+
 class StowBody:
     """The sink of one STOW request: stages each part and hands it to the archive."""
 
@@ -47,26 +88,11 @@ class StowBody:
         self._current = None
         self._parser = None
         self._skip_part = None
-        try:
-            media_type, params = parse_media_type(content_type or "")
-        except MediaTypeError as exc:
-            raise HTTPError(415, f"unsupported Content-Type: {exc}") from None
-        if media_type == DICOM:
+        kind, boundary = body_kind(content_type)
+        if kind == DICOM:
             self._current = archive.new_staging()
-        elif media_type == "multipart/related":
-            part_type = params.get("type", DICOM).lower()
-            if part_type != DICOM:
-                raise HTTPError(415, f"multipart/related of {part_type!r} is not accepted; "
-                                     f"send type=\"{DICOM}\"")
-            if "boundary" not in params:
-                raise HTTPError(400, "multipart/related without a boundary parameter")
-            try:
-                self._parser = MultipartParser(params["boundary"])
-            except MultipartError as exc:
-                raise HTTPError(400, f"malformed multipart body: {exc}") from None
         else:
-            raise HTTPError(415, f"Content-Type must be {DICOM} or multipart/related; "
-                                 f"type=\"{DICOM}\", not {media_type!r}")
+            self._parser = new_parser(boundary)
 
     def write(self, data):
         self._received += len(data)
@@ -90,17 +116,9 @@ class StowBody:
                 self._end_part()
 
     def _start_part(self, headers):
-        part_type = headers.get("content-type")
-        self._skip_part = None
-        if part_type is not None:
-            try:
-                media_type = parse_media_type(part_type)[0]
-            except MediaTypeError:
-                media_type = part_type
-            if media_type != DICOM:
-                self._skip_part = f"a part of type {part_type[:60]!r} is not {DICOM}"
-                return
-        self._current = self._archive.new_staging()
+        self._skip_part = part_refusal(headers)
+        if self._skip_part is None:
+            self._current = self._archive.new_staging()
 
     def _end_part(self):
         if self._skip_part is not None:

@@ -1,24 +1,31 @@
-"""The presigned-upload service: step 3 runs the stored body through STOW's own ingest.
+"""The presigned-upload service (SPEC §4): STOW's own parser and ingest, split in time.
 
-A single Part 10 body (the client's document) is handed to the archive as it lies, with no
-copy; a multipart/related body is read back from disk into the same StowBody that parses a
-direct STOW request, at the pace the archive takes it.
+While the body is PUT it is inflated (litevna.uploads) and split here into one file per
+instance, exactly as a STOW body is split (the same multipart parser and part rules), and
+each file is parsed in the CPU pool as soon as it is complete. ``POST …?uploadId=`` then
+only has to check each parsed instance against the URL's study and the token's scope and
+commit it, through the archive's one ingest path. A claim that reaches another process
+(another worker or node) parses the files again: the parse is a cache, never the truth.
 """
 
 import os
+from collections import OrderedDict
 from urllib.parse import parse_qsl
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
-from litevna.dicomweb.stow import StowBody
+from litevna.archive import Outcome
+from litevna.dicom.ingest import CANNOT_UNDERSTAND
+from litevna.dicomweb.stow import DICOM, body_kind, new_parser, part_refusal
 from litevna.http.errors import HTTPError
-from litevna.http.headers import MediaTypeError, parse_media_type
+from litevna.multipart import PART_DATA, PART_END, PART_HEADERS, MultipartError
 
-READ_SIZE = 1 << 20
+#: Parsed instances kept for claims (each a few KiB); past this, a claim parses again.
+PARSED_CACHE = 8192
 
 
 class _Uploaded:
-    """A stored upload body, shaped like the archive's Staging (path, discard)."""
+    """An instance file of an upload, shaped like the archive's Staging (path, discard)."""
 
     def __init__(self, path):
         self.path = path
@@ -30,96 +37,144 @@ class _Uploaded:
             pass
 
 
-class _FileFeeder:
-    """Reads a file into a body sink, one chunk per reactor turn, pausable like a transport."""
+class PartWriter:
+    """Writes an inflated upload body as instance files ``part-NNNNNN.dcm``."""
 
-    def __init__(self, reactor, path, sink_factory):
-        self._reactor = reactor
-        self._fp = open(path, "rb")
-        self._sink = sink_factory(self)
-        self._paused = False
-        self._call = None
-        self._done = Deferred()
+    def __init__(self, folder, content_type, on_part):
+        kind, boundary = body_kind(content_type)
+        self._folder = folder
+        self._on_part = on_part
+        self._parser = None if kind == DICOM else new_parser(boundary)
+        self._parts = []  # the manifest: {"file": name} or {"failed": reason, "message": m}
+        self._file = None
+        if self._parser is None:
+            self._open()
 
-    def start(self):
-        self._schedule()
-        return self._done
+    def _open(self):
+        name = f"part-{len(self._parts):06d}.dcm"
+        self._parts.append({"file": name})
+        self._file = open(os.path.join(self._folder, name), "wb", buffering=1 << 20)
 
-    def _schedule(self):
-        self._call = self._reactor.callLater(0, self._step)
+    def _close(self):
+        self._file.close()
+        self._file = None
+        self._on_part(os.path.join(self._folder, self._parts[-1]["file"]))
 
-    def _step(self):
-        self._call = None
-        if self._paused:
-            return
-        chunk = self._fp.read(READ_SIZE)
-        if not chunk:
-            self._fp.close()
-            self._done.callback(self._sink)
+    def write(self, data):
+        if self._parser is None:
+            self._file.write(data)
             return
         try:
-            self._sink.write(chunk)
-        except Exception:  # noqa: BLE001 - handed to the caller as the Deferred's failure
-            self._fp.close()
-            self._sink.abort()
-            self._done.errback()
-            return
-        self._schedule()
+            events = self._parser.feed(data)
+        except MultipartError as exc:
+            raise HTTPError(400, f"malformed multipart body: {exc}") from None
+        for kind, value in events:
+            if kind == PART_DATA:
+                if self._file is not None:
+                    self._file.write(value)
+            elif kind == PART_HEADERS:
+                refusal = part_refusal(value)
+                if refusal is None:
+                    self._open()
+                else:
+                    self._parts.append({"failed": CANNOT_UNDERSTAND, "message": refusal})
+            elif kind == PART_END and self._file is not None:
+                self._close()
 
-    def pauseProducing(self):
-        self._paused = True
+    def finish(self):
+        if self._parser is None:
+            self._close()
+        else:
+            try:
+                self._parser.close()
+            except MultipartError as exc:
+                raise HTTPError(400, f"malformed multipart body: {exc}") from None
+            if not self._parts:
+                raise HTTPError(400, "the multipart body contains no instances")
+        return self._parts
 
-    def resumeProducing(self):
-        self._paused = False
-        if self._call is None and not self._done.called:
-            self._schedule()
+    def abort(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for part in self._parts:
+            if "file" in part:
+                try:
+                    os.unlink(os.path.join(self._folder, part["file"]))
+                except FileNotFoundError:
+                    pass
 
 
 class UploadService:
     """Issue, receive and process presigned uploads (litevna.uploads holds their state)."""
 
-    def __init__(self, reactor, archive, uploads):
-        self._reactor = reactor
+    def __init__(self, archive, uploads):
         self._archive = archive
         self.uploads = uploads
+        self._parsed = OrderedDict()  # instance file -> (ok, ParsedInstance or Failure)
 
     def issue(self, principal, server_url):
         return self.uploads.issue(principal.store_id, principal.label, server_url)
 
+    def open_put(self, request, uri, label, upload_id):
+        """The body sink of ``PUT /uploads/{label}/{id}?expires=…&signature=…``, chosen as
+        soon as the headers are in (before Twisted has parsed the query: uri is raw)."""
+        query = dict(parse_qsl(uri.partition(b"?")[2].decode("latin-1")))
+        header = request.requestHeaders.getRawHeaders
+        length = header(b"content-length")
+        try:
+            length = int(length[0]) if length else None
+        except ValueError:
+            raise HTTPError(400, "Content-Length is not a number") from None
+        content_type = (header(b"content-type") or [DICOM.encode()])[0].decode("latin-1")
+        encoding = (header(b"content-encoding") or [b""])[0].decode("latin-1")
+        return self.uploads.open_put(
+            label, upload_id, query.get("expires"), query.get("signature"), content_type,
+            encoding, length, lambda folder, kind: PartWriter(folder, kind, self._pre_parse))
+
+    def _pre_parse(self, path):
+        entry = self._parsed[path] = {"result": None, "waiters": []}
+        while len(self._parsed) > PARSED_CACHE:
+            self._parsed.popitem(last=False)
+
+        def keep(ok, value):
+            entry["result"] = (ok, value)
+            for waiter in entry.pop("waiters"):
+                _fire(waiter, ok, value)
+
+        self._archive.parse(path).addCallbacks(lambda p: keep(True, p), lambda f: keep(False, f))
+
+    def _parse_of(self, path):
+        """A Deferred of the file's ParsedInstance from its pre-parse, or None if there is
+        none here (another process took the PUT, or it was evicted): ingest parses then."""
+        entry = self._parsed.pop(path, None)
+        if entry is None:
+            return None
+        d = Deferred()
+        if entry["result"] is None:
+            entry["waiters"].append(d)
+        else:
+            _fire(d, *entry["result"])
+        return d
+
     def process(self, principal, upload_id, study_uid=None):
         """A Deferred of the Outcomes of every instance in the upload (STOW's response)."""
-        path, content_type, folder = self.uploads.claim(principal.store_id, upload_id)
-        try:
-            media_type = parse_media_type(content_type)[0]
-        except MediaTypeError:
-            media_type = "application/dicom"
-        if media_type == "multipart/related":
-            feeder = _FileFeeder(self._reactor, path, lambda transport: StowBody(
-                self._archive, principal, content_type, study_uid, self.uploads.max_upload,
-                transport))
-            d = feeder.start().addCallback(lambda sink: sink.finish())
-        else:
-            d = self._archive.ingest(principal.store_id, _Uploaded(path), study_uid,
-                                     principal.scope).addCallback(lambda outcome: [outcome])
+        manifest, folder = self.uploads.claim(principal.store_id, upload_id)
+        results = []
+        for part in manifest["parts"]:
+            if "file" not in part:
+                results.append(succeed(Outcome.failed(part["failed"], part["message"])))
+                continue
+            path = os.path.join(folder, part["file"])
+            results.append(self._archive.ingest(principal.store_id, _Uploaded(path), study_uid,
+                                                principal.scope, self._parse_of(path)))
 
         def done(result):
             self.uploads.finished(folder)
             return result
 
-        return d.addBoth(done)
+        return gatherResults(results).addBoth(done)
 
 
-def open_put(uploads, request, uri, label, upload_id):
-    """The body sink of ``PUT /uploads/{label}/{id}?expires=…&signature=…``, chosen as soon
-    as the request's headers are in (before Twisted has parsed its query: uri is raw)."""
-    query = dict(parse_qsl(uri.partition(b"?")[2].decode("latin-1")))
-    header = request.requestHeaders.getRawHeaders
-    length = header(b"content-length")
-    try:
-        length = int(length[0]) if length else None
-    except ValueError:
-        raise HTTPError(400, "Content-Length is not a number") from None
-    content_type = (header(b"content-type") or [b"application/dicom"])[0].decode("latin-1")
-    encoding = (header(b"content-encoding") or [b""])[0].decode("latin-1")
-    return uploads.open_put(label, upload_id, query.get("expires"), query.get("signature"),
-                            content_type, encoding, length)
+def _fire(d, ok, value):
+    (d.callback if ok else d.errback)(value)
