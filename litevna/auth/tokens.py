@@ -27,7 +27,9 @@ def parse_ttl(value):
     """Seconds from the request's ``ttl`` (1…86400, default 3600)."""
     if value is None:
         return DEFAULT_TTL
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    # float.is_integer() is False for inf and nan, which int() cannot convert.
+    whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or not whole:
         raise TokenError("ttl is a whole number of seconds")
     if not 1 <= value <= MAX_TTL:
         raise TokenError(f"ttl is between 1 and {MAX_TTL} seconds")

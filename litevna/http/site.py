@@ -26,8 +26,9 @@ SEND_LIMIT = 1 << 20
 #: Seconds to keep reading (and dropping) a refused body so the client sees the answer.
 LINGER_SECONDS = 2.0
 
-# SPEC §3, method 3: /{label}/key_{token}/dicomweb/... carries the token in the path.
-_KEY_SEGMENT = re.compile(rb"^/([^/]+)/key_([^/]+)(/dicomweb(?:/.*)?)$")
+# SPEC §3, method 3: /{label}/key_{token}/dicomweb/... carries the token in the path. An
+# empty key_ segment is taken too, so that it is judged (a 401), not routed (a 404).
+_KEY_SEGMENT = re.compile(rb"^/([^/]+)/key_([^/]*)(/dicomweb(?:/.*)?)$")
 _SECRET_QUERY = "_auth_token"
 
 
@@ -94,10 +95,13 @@ class StreamingRequest(server.Request):
 
     def process(self):
         self.path, self.path_token = _strip_key(self.path)
-        if _SECRET_QUERY.encode() in self.uri:
+        if _SECRET_QUERY.encode() in self.args:  # decoded names: %5Fauth_token too
             self.query_token = _query_secret(self.uri)
             self.args.pop(_SECRET_QUERY.encode(), None)
             self.uri = _strip_query_secret(self.uri)
+        if self.path.startswith(b"/uploads/") and b"signature=" in self.uri:
+            # A presigned URL's signature is a credential too (checked in gotLength).
+            self.uri = _strip_query_secret(self.uri, "signature")
         if self.path_token is not None:
             self.uri = _strip_key(self.uri.split(b"?", 1)[0])[0] + (
                 b"?" + self.uri.split(b"?", 1)[1] if b"?" in self.uri else b"")
@@ -135,21 +139,24 @@ def _strip_key(path):
 
 
 def _query_secret(uri):
-    """The first ``_auth_token`` value of a URI's query (bytes), or None."""
+    """The first ``_auth_token`` value of a URI's query (its bytes), or None."""
     _, _, query = uri.partition(b"?")
-    if _SECRET_QUERY.encode() not in query:
-        return None
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+    for name, value in _query_pairs(query):
         if name == _SECRET_QUERY:
             return value.encode("latin-1")
     return None
 
 
-def _strip_query_secret(uri):
+def _strip_query_secret(uri, name=_SECRET_QUERY):
     path, _, query = uri.partition(b"?")
-    kept = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            if k != _SECRET_QUERY]
-    return path + (b"?" + urlencode(kept).encode("latin-1") if kept else b"")
+    kept = [(k, v) for k, v in _query_pairs(query) if k != name]
+    return path + (b"?" + urlencode(kept, encoding="latin-1").encode("ascii") if kept else b"")
+
+
+def _query_pairs(query):
+    # Latin-1 both ways maps each byte to one character: any %XX decodes (UTF-8 or not)
+    # and encodes back unchanged, so a bad token is judged (401), never an exception.
+    return parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
 
 
 class LiteSite(server.Site):
