@@ -155,13 +155,14 @@ class Archive:
         else:
             d = parsed.addCallback(_for_study, study_uid)
         if scope is not None:
-            d.addCallback(_in_scope, scope)
+            d.addCallback(_in_scope, scope, lambda study: self.index.study(store_id, study))
         d.addCallback(lambda parsed: self._committer.submit(store_id, parsed, staging.path))
 
         def failed(failure):
             staging.discard()
             if failure.check(IngestFailure):
-                return Outcome.failed(failure.value.reason, failure.value.message)
+                return Outcome.failed(failure.value.reason, failure.value.message,
+                                      failure.value.parsed)
             log.failure("ingest failed", failure)
             return Outcome.failed(PROCESSING_FAILURE, "the server could not process the instance")
 
@@ -275,15 +276,32 @@ class GroupCommitter:
 
 
 def _for_study(parsed, study_uid):
-    check_study(parsed.study_uid, study_uid)
+    try:
+        check_study(parsed.study_uid, study_uid)
+    except IngestFailure as failure:
+        failure.parsed = parsed
+        raise
     return parsed
 
 
-def _in_scope(parsed, scope):
-    # The same Patient ID the index keeps, so STOW and QIDO agree on what is in scope.
-    if not scope.allows(parsed.study_uid, study_columns(parsed.study)["patient_id"]):
-        raise IngestFailure(NOT_AUTHORIZED, "this token may not store instances of study "
-                                            f"{parsed.study_uid} (outside its scope)")
+def _in_scope(parsed, scope, stored_study):
+    """The parsed instance if a scoped token may store it (SPEC §3), else 0x0124.
+
+    A study the store already holds is judged by its stored Patient ID, as reads are: an
+    instance cannot carry a scope's Patient ID into another patient's study."""
+    allowed = parsed.study_uid in scope.study_ids
+    if not allowed:
+        # The same Patient ID the index keeps, so STOW and QIDO agree on what is in scope.
+        patient = study_columns(parsed.study)["patient_id"]
+        stored = stored_study(parsed.study_uid)
+        if stored is not None:
+            patient = stored["patient_id"] if stored["patient_id"] == patient else None
+        allowed = scope.allows(parsed.study_uid, patient)
+    if not allowed:
+        failure = IngestFailure(NOT_AUTHORIZED, "this token may not store instances of study "
+                                                f"{parsed.study_uid} (outside its scope)")
+        failure.parsed = parsed
+        raise failure
     return parsed
 
 

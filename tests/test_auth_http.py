@@ -950,8 +950,6 @@ def test_stow_patient_scope_new_study(world, http, scoped):
     assert [reason for _, reason in failed(response.json())] == [NOT_AUTHORIZED]
 
 
-@pytest.mark.xfail(strict=True, reason="archive.py: a 0x0124 failure loses the instance's "
-                   "SOP Class/Instance UIDs (Type 1 in FailedSOPSequence, PS3.18 §10.5.3)")
 def test_stow_scope_failure_names_the_instance(world, http):
     b = world.targets["b"]
     outside = instance(study_uid=b.study, series_uid=b.series, PatientID=b.patient)
@@ -960,9 +958,6 @@ def test_stow_scope_failure_names_the_instance(world, http):
     assert failed(response.json()) == [(sop_uid_of(outside), NOT_AUTHORIZED)]
 
 
-@pytest.mark.xfail(strict=True, reason="archive._in_scope judges the Patient ID in the new "
-                   "instance, not the stored study's: a patient scope can add to another "
-                   "patient's study")
 def test_stow_patient_scope_cannot_write_into_another_patients_study(world, http, scoped):
     token, _ = scoped["patient"]
     b = world.targets["b"]

@@ -33,12 +33,14 @@ _HASH_CHUNK = 1 << 20
 
 
 class IngestFailure(Exception):
-    """An instance the store refuses, with its STOW FailureReason."""
+    """An instance the store refuses, with its STOW FailureReason (and, once it was
+    parsed, the ParsedInstance, so the failure names the instance)."""
 
-    def __init__(self, reason, message):
+    def __init__(self, reason, message, parsed=None):
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.parsed = parsed
 
 
 @dataclass(frozen=True)
