@@ -139,9 +139,9 @@ class Archive:
     def new_staging(self):
         return Staging(self.staging_folder)
 
-    def parse(self, path):
-        """A Deferred ParsedInstance of the file at path (in the CPU pool), for ``ingest``."""
-        return deferToThreadPool(self._reactor, self._cpu_pool, parse_part10, path)
+    def cpu(self, fn, *args):
+        """A Deferred of fn(*args) run in the CPU pool (parsing, for ``ingest``'s callers)."""
+        return deferToThreadPool(self._reactor, self._cpu_pool, fn, *args)
 
     def ingest(self, store_id, staging, study_uid=None, scope=None, parsed=None):
         """Store a closed staging file; a Deferred firing with an Outcome (never failing).

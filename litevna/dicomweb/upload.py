@@ -2,26 +2,28 @@
 
 While the body is PUT it is inflated (litevna.uploads) and split here into one file per
 instance, exactly as a STOW body is split (the same multipart parser and part rules), and
-each file is parsed in the CPU pool as soon as it is complete. ``POST …?uploadId=`` then
-only has to check each parsed instance against the URL's study and the token's scope and
-commit it, through the archive's one ingest path. A claim that reaches another process
-(another worker or node) parses the files again: the parse is a cache, never the truth.
+each file is parsed in the CPU pool as soon as it is complete, the result kept on disk
+beside it. ``POST …?uploadId=`` then only has to check each parsed instance against the
+URL's study and the token's scope and commit it, through the archive's one ingest path,
+in whichever process (worker or node) it reaches. A missing or unreadable kept parse is
+parsed again: it is a cache, never the truth.
 """
 
 import os
-from collections import OrderedDict
+import pickle
 from urllib.parse import parse_qsl
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from litevna.archive import Outcome
-from litevna.dicom.ingest import CANNOT_UNDERSTAND
+from litevna.dicom.ingest import CANNOT_UNDERSTAND, IngestFailure, parse_part10
 from litevna.dicomweb.stow import DICOM, body_kind, new_parser, part_refusal
 from litevna.http.errors import HTTPError
 from litevna.multipart import PART_DATA, PART_END, PART_HEADERS, MultipartError
 
-#: Parsed instances kept for claims (each a few KiB); past this, a claim parses again.
-PARSED_CACHE = 8192
+log = Logger()
 
 
 class _Uploaded:
@@ -105,13 +107,38 @@ class PartWriter:
                     pass
 
 
+def _parse_and_keep(path):
+    """Parse an instance file and keep the result beside it (``<file>.parsed``, a pickle in
+    the server's own data dir) for whichever process claims the upload."""
+    try:
+        result = (True, parse_part10(path))
+    except IngestFailure as failure:
+        result = (False, (failure.reason, failure.message))
+    tmp = f"{path}.parsed.tmp"
+    with open(tmp, "wb") as fp:
+        pickle.dump(result, fp, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, f"{path}.parsed")
+
+
+def _kept_or_parsed(path):
+    """The ParsedInstance of an instance file: kept by the PUT's parse, else parsed now."""
+    try:
+        with open(f"{path}.parsed", "rb") as fp:
+            ok, value = pickle.load(fp)
+    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+        return parse_part10(path)
+    if not ok:
+        raise IngestFailure(*value)
+    return value
+
+
 class UploadService:
     """Issue, receive and process presigned uploads (litevna.uploads holds their state)."""
 
     def __init__(self, archive, uploads):
         self._archive = archive
         self.uploads = uploads
-        self._parsed = OrderedDict()  # instance file -> (ok, ParsedInstance or Failure)
+        self._parsing = {}  # instance file -> Deferred of its parse, while it runs
 
     def issue(self, principal, server_url):
         return self.uploads.issue(principal.store_id, principal.label, server_url)
@@ -133,29 +160,23 @@ class UploadService:
             encoding, length, lambda folder, kind: PartWriter(folder, kind, self._pre_parse))
 
     def _pre_parse(self, path):
-        entry = self._parsed[path] = {"result": None, "waiters": []}
-        while len(self._parsed) > PARSED_CACHE:
-            self._parsed.popitem(last=False)
+        d = self._parsing[path] = self._archive.cpu(_parse_and_keep, path)
 
-        def keep(ok, value):
-            entry["result"] = (ok, value)
-            for waiter in entry.pop("waiters"):
-                _fire(waiter, ok, value)
+        def done(result):
+            self._parsing.pop(path, None)
+            if isinstance(result, Failure):
+                log.failure("could not parse {path} ahead of its claim", result, path=path)
 
-        self._archive.parse(path).addCallbacks(lambda p: keep(True, p), lambda f: keep(False, f))
+        d.addBoth(done)
 
     def _parse_of(self, path):
-        """A Deferred of the file's ParsedInstance from its pre-parse, or None if there is
-        none here (another process took the PUT, or it was evicted): ingest parses then."""
-        entry = self._parsed.pop(path, None)
-        if entry is None:
-            return None
-        d = Deferred()
-        if entry["result"] is None:
-            entry["waiters"].append(d)
-        else:
-            _fire(d, *entry["result"])
-        return d
+        """A Deferred of an instance file's ParsedInstance (after its pre-parse, if running)."""
+        running = self._parsing.get(path)
+        if running is None:
+            return self._archive.cpu(_kept_or_parsed, path)
+        waiter = Deferred()
+        running.addBoth(lambda _: waiter.callback(None))
+        return waiter.addCallback(lambda _: self._archive.cpu(_kept_or_parsed, path))
 
     def process(self, principal, upload_id, study_uid=None):
         """A Deferred of the Outcomes of every instance in the upload (STOW's response)."""
@@ -174,7 +195,3 @@ class UploadService:
             return result
 
         return gatherResults(results).addBoth(done)
-
-
-def _fire(d, ok, value):
-    (d.callback if ok else d.errback)(value)
