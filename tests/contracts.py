@@ -69,6 +69,11 @@ class IndexContract:
         self.assertRaises(Conflict, index.create_store, "demo", owner)
         self.assertEqual(index.store_by_label("demo")["id"], store)
         self.assertEqual([s["label"] for s in index.list_stores()], ["demo"])
+        # A deleted store's id is never given out again (caches are keyed by it).
+        index.delete_store(store)
+        again = index.create_store("demo", owner)
+        self.assertNotEqual(again, store)
+        self.assertGreater(index.create_store("later", owner), again)
 
     def test_api_keys(self):
         index = self.make()

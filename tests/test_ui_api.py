@@ -243,9 +243,6 @@ def test_deleting_a_store(live, user):
     assert user.change("DELETE", f"/image-stores/{label}").status_code == 404
 
 
-@pytest.mark.xfail(strict=True, reason="the index reuses a deleted store's id, and QIDO's "
-                                       "cache (keyed by store id, generation and URL) then "
-                                       "answers for the deleted store")
 def test_a_store_made_again_under_a_deleted_label_starts_empty(live, user):
     label = user.create_store()
     key = user.create_key(label)["value"]

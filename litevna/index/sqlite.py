@@ -118,8 +118,16 @@ class SqliteIndex:
         return self._one("SELECT * FROM accounts WHERE email = ?", (email,))
 
     def create_store(self, label, owner_id):
-        return self._insert("INSERT INTO stores (label, owner_id, created_at) VALUES (?, ?, ?)",
-                            (label, owner_id, self._clock()))
+        try:
+            with self._transaction() as conn:
+                conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'stores'")
+                store_id = conn.execute(
+                    "SELECT value FROM counters WHERE name = 'stores'").fetchone()[0]
+                conn.execute("INSERT INTO stores (id, label, owner_id, created_at) "
+                             "VALUES (?, ?, ?, ?)", (store_id, label, owner_id, self._clock()))
+                return store_id
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
 
     def store_by_label(self, label):
         return self._one("SELECT * FROM stores WHERE label = ?", (label,))
