@@ -13,13 +13,13 @@ import os
 import pickle
 from urllib.parse import parse_qsl
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litevna.archive import Outcome
 from litevna.dicom.ingest import CANNOT_UNDERSTAND, IngestFailure, parse_part10
-from litevna.dicomweb.stow import DICOM, body_kind, new_parser, part_refusal
+from litevna.dicomweb.stow import MAX_IN_FLIGHT, DICOM, body_kind, new_parser, part_refusal
 from litevna.http.errors import HTTPError
 from litevna.multipart import PART_DATA, PART_END, PART_HEADERS, MultipartError
 
@@ -181,14 +181,18 @@ class UploadService:
     def process(self, principal, upload_id, study_uid=None):
         """A Deferred of the Outcomes of every instance in the upload (STOW's response)."""
         manifest, folder = self.uploads.claim(principal.store_id, upload_id)
+        # As a STOW body is paced by MAX_IN_FLIGHT: a 20 GiB upload holds no more parsed
+        # instances in memory than a small one.
+        pace = DeferredSemaphore(MAX_IN_FLIGHT)
         results = []
         for part in manifest["parts"]:
             if "file" not in part:
                 results.append(succeed(Outcome.failed(part["failed"], part["message"])))
                 continue
             path = os.path.join(folder, part["file"])
-            results.append(self._archive.ingest(principal.store_id, _Uploaded(path), study_uid,
-                                                principal.scope, self._parse_of(path)))
+            results.append(pace.run(lambda path=path: self._archive.ingest(
+                principal.store_id, _Uploaded(path), study_uid, principal.scope,
+                self._parse_of(path))))
 
         def done(result):
             self.uploads.finished(folder)
