@@ -1,4 +1,4 @@
-"""The ``litevna`` command: serve, admin, doctor."""
+"""The ``litevna`` command: serve, admin, doctor, upload."""
 
 import argparse
 import dataclasses
@@ -101,6 +101,38 @@ def doctor(args):
     return 0
 
 
+def upload(args):
+    from litevna.upload import command
+
+    return command(args)
+
+
+def _add_upload_parser(commands):
+    p = commands.add_parser(
+        "upload", help="send DICOM files and folders to a store (STOW-RS)",
+        description="Send DICOM Part 10 files (folders are walked, hidden entries skipped) to "
+                    "a store. Exit code: 0 all sent, 1 some failed, 2 usage, 3 credentials "
+                    "refused.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a file or a folder")
+    p.add_argument("--url", help="the store's DICOMweb root, e.g. "
+                                 "http://127.0.0.1:8080/LABEL/dicomweb [env LITEVNA_URL]")
+    p.add_argument("--token", help="API key value or token [env LITEVNA_TOKEN]")
+    p.add_argument("--token-file", help="read the token from this file")
+    p.add_argument("--batch-files", type=int, default=50, help="files per request [50]")
+    p.add_argument("--batch-mb", type=float, default=64, help="MB (10^6) per request [64]")
+    p.add_argument("--concurrency", type=int, default=4, help="parallel connections [4]")
+    p.add_argument("--presigned-over", default="256MiB",
+                   help="send larger files through upload-url and a gzip PUT [256MiB]")
+    p.add_argument("--retries", type=int, default=3,
+                   help="attempts after a transient failure, 0.5 s, 1 s, 2 s … apart [3]")
+    p.add_argument("--timeout", type=float, default=300, help="socket timeout, seconds [300]")
+    p.add_argument("--skip-non-dicom", action="store_true",
+                   help="count files without DICM at offset 128 as skipped, not failed")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(run=upload)
+
+
 def parser():
     top = argparse.ArgumentParser(prog="litevna", description="LiteVNA DICOMweb image store")
     commands = top.add_subparsers(dest="command", required=True)
@@ -136,6 +168,8 @@ def parser():
     for action in actions.choices.values():
         _add_options(action, _BACKEND_OPTIONS)
     admin_parser.set_defaults(run=admin)
+
+    _add_upload_parser(commands)
     return top
 
 
