@@ -69,6 +69,27 @@ class FailureTests(SynchronousTestCase):
             parse_part10(os.path.join(TEST_FILES, name))
         return caught.exception.reason
 
+    def test_cut_at_every_byte_of_the_tail(self):
+        """Cut anywhere in the last elements (inside a header too: pydicom reads past a
+        partial one without a word), the file is refused, never stored short."""
+        from helpers import instance
+
+        import io
+
+        data = instance()
+        full = pydicom.dcmread(io.BytesIO(data))
+        # Where an element ends, what is left is a whole data set (without its last elements).
+        ends = {raw.value_tell + raw.length for raw in full._dict.values()}
+        path = os.path.join(self.mktemp())
+        for cut in range(1, 560):
+            if len(data) - cut in ends:
+                continue
+            with open(path, "wb") as fp:
+                fp.write(data[:-cut])
+            with self.assertRaises(IngestFailure, msg=f"cut {cut}") as caught:
+                parse_part10(path)
+            self.assertEqual(caught.exception.reason, 0xC000, f"cut {cut}")
+
     def test_reasons(self):
         self.assertEqual(self.reason("no_meta.dcm"), 0xC000)
         self.assertEqual(self.reason("MR_truncated.dcm"), 0xC000)

@@ -97,6 +97,8 @@ def parse_part10(path, study_uid=None):
             frames = None
         else:
             pixel = _pixel_element(source, pixel_position, dataset, transfer_syntax)
+            if pixel is None:
+                _check_no_partial_header(dataset, size)
             metadata = _to_json(dataset, bulk_prefix)
             number_of_frames = _number_of_frames(dataset) if pixel is not None else 0
             frames = _frames(source if pixel is None or not pixel.encapsulated else fp, pixel,
@@ -157,6 +159,20 @@ def _check_complete(dataset):
                 and len(value) < length:
             raise IngestFailure(CANNOT_UNDERSTAND,
                                 f"the file is truncated inside element {raw.tag}")
+
+
+def _check_no_partial_header(dataset, size):
+    """pydicom reads past the last 1-7 bytes of a file that ends inside an element header
+    without a word: when the last element ends that short of the end, the file was cut."""
+    if not dataset._dict:
+        return
+    last = dataset._dict[max(dataset._dict)]
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return
+    if 0 < size - (tell + length) < 8:
+        raise IngestFailure(CANNOT_UNDERSTAND, "the file is truncated inside an element header "
+                                               f"at byte {tell + length}")
 
 
 def _identify(dataset, study_uid):
