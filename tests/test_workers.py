@@ -53,11 +53,23 @@ def test_two_workers_share_the_socket_and_the_data(tmp_path):
         os.kill(victim, signal.SIGKILL)
 
         def live_children():
-            return {c.pid for c in supervisor.children() if c.status() != psutil.STATUS_ZOMBIE}
+            live = set()
+            for child in supervisor.children():
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE:
+                        live.add(child.pid)
+                except psutil.NoSuchProcess:
+                    pass
+            return live
 
-        assert _wait_for(lambda: len(live_children()) == 2 and victim not in live_children())
+        def replaced():
+            # One snapshot per look: the victim gone, two workers, one of them new.
+            live = live_children()
+            return len(live) == 2 and victim not in live and len(live - workers) == 1
+
+        assert _wait_for(replaced), (workers, victim, live_children())
         replacement = live_children() - workers
-        assert len(replacement) == 1
+        assert len(replacement) == 1, (workers, victim, replacement)
         assert _wait_for(lambda: replacement <= _pids_serving(server.url, tries=50))
         still = requests.get(server.url + f"/demo/dicomweb/studies/{ds.StudyInstanceUID}"
                              "/metadata", headers=provisioned.headers())
