@@ -110,6 +110,31 @@ def open_backends(config):
     return index, Keyring(config.key_dir)
 
 
+def _shared_tier(config, link, services):
+    """With --redis, a function putting a Redis tier behind an in-process cache."""
+    if not config.redis:
+        return lambda name, local: local
+    from litevna.cache import redis as shared
+
+    commands = shared.bytes_connection(config.redis)
+    services.append(_Closing(commands))
+    codecs = {"search": dict(encode=shared.encode_search, decode=shared.decode_search,
+                             size=lambda answer: len(answer[0]))}
+    return lambda name, local: shared.TieredCache(local, link, commands, name,
+                                                  **codecs.get(name, {}))
+
+
+class _Closing(service.Service):
+    """Closes a connection when the server stops."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def stopService(self):
+        super().stopService()
+        return self.connection.disconnect()
+
+
 def make_application(config, reactor, cpu_pool):
     """The Application and the services it needs started, for a config."""
     index, keyring = open_backends(config)
@@ -137,9 +162,10 @@ def make_application(config, reactor, cpu_pool):
     accounts = Accounts(index, keyring, time.time, revocations)
     # A quarter of the cache for metadata documents, a quarter for search answers,
     # half for rendered images.
-    wado = Wado(index, blobs, cpu, MemoryCache(config.cache_size // 4))
-    qido = Qido(index, cpu, MemoryCache(config.cache_size // 4))
-    rendered = Rendered(index, blobs, cpu, MemoryCache(config.cache_size // 2),
+    share = _shared_tier(config, revocations, services)
+    wado = Wado(index, blobs, cpu, share("metadata", MemoryCache(config.cache_size // 4)))
+    qido = Qido(index, cpu, share("search", MemoryCache(config.cache_size // 4)))
+    rendered = Rendered(index, blobs, cpu, share("rendered", MemoryCache(config.cache_size // 2)),
                         instance_row=wado.instance_row)
     uploads = UploadService(archive, Uploads(config.upload_dir, config.key_dir, time.time,
                                              config.max_upload))

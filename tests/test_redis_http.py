@@ -1,11 +1,12 @@
 """Two servers on one data dir sharing revocations through a real redis-server."""
 
+import socket
 import time
 
 import pytest
 import requests
 
-from helpers import provision
+from helpers import dataset, part10, provision
 from live import LiveServer
 
 
@@ -33,8 +34,10 @@ def _until_status(server, label, token, status, timeout):
 def nodes(tmp_path_factory, redis_server):
     data_dir = tmp_path_factory.mktemp("shared")
     key = provision(data_dir, "demo")
-    first = LiveServer(data_dir, "--redis", redis_server.url).start()
-    second = LiveServer(data_dir, "--redis", redis_server.url).start()
+    # Behind one load balancer: the same public URL, so the same documents and cache keys.
+    shared = ("--redis", redis_server.url, "--public-url", "https://pacs.example.org")
+    first = LiveServer(data_dir, *shared).start()
+    second = LiveServer(data_dir, *shared).start()
     for node in (first, second):
         _until_ready(node)
     yield first, second, key
@@ -85,9 +88,52 @@ def provision_key(node):
         index.close()
 
 
+def _redis_stat(redis_server, name):
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as sock:
+        sock.sendall(b"INFO stats\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply and not reply.endswith(b"\r\n") or len(reply) < 64:
+            reply += sock.recv(65536)
+    for line in reply.decode().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split(":")[1])
+    raise AssertionError(f"no {name} in INFO stats")
+
+
+def _stow(node, key):
+    ds = dataset(rows=32, columns=32)
+    response = requests.post(f"{node.url}/demo/dicomweb/studies", data=part10(ds), headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/dicom"})
+    assert response.status_code == 200, response.text
+    return ds
+
+
+def _urls(ds):
+    study = f"/demo/dicomweb/studies/{ds.StudyInstanceUID}"
+    instance = f"{study}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    return {"rendered": (instance + "/frames/1/rendered", "image/jpeg"),
+            "metadata": (study + "/metadata", "application/dicom+json"),
+            "search": (f"/demo/dicomweb/studies?StudyInstanceUID={ds.StudyInstanceUID}",
+                       "application/dicom+json")}
+
+
+def test_what_one_node_built_the_other_answers_from_redis(nodes, redis_server):
+    first, second, key = nodes
+    ds = _stow(first, key)
+    headers = {"Authorization": f"Bearer {key}"}
+    for name, (path, accept) in _urls(ds).items():
+        built = requests.get(first.url + path, headers={**headers, "Accept": accept})
+        assert built.status_code == 200, (name, built.text)
+        hits = _redis_stat(redis_server, "keyspace_hits")
+        shared = requests.get(second.url + path, headers={**headers, "Accept": accept})
+        assert shared.status_code == 200 and shared.content == built.content, name
+        assert _redis_stat(redis_server, "keyspace_hits") > hits, f"{name} not from Redis"
+
+
 def test_redis_stopped_mid_run(nodes, redis_server):
     first, second, key = nodes
     token = _token(first, "demo", key)
+    ds = _stow(first, key)
     redis_server.stop()
     try:
         body = _until_ready(first, ready=False)
@@ -98,6 +144,11 @@ def test_redis_stopped_mid_run(nodes, redis_server):
                              json={"token": token}).status_code == 200
         assert _until_status(second, "demo", token, 401, timeout=1.0) < 1.0
         assert _status(second, "demo", key) == 200
+        # The shared cache is simply not asked: everything is built locally.
+        for name, (path, accept) in _urls(ds).items():
+            response = requests.get(second.url + path, headers={
+                "Authorization": f"Bearer {key}", "Accept": accept})
+            assert response.status_code == 200, (name, response.text)
     finally:
         redis_server.start()
     for node in (first, second):

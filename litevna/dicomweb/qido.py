@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from litevna.cache import or_build, shared
 from litevna.cache.memory import MemoryCache
 from litevna.dicom import query as q
 from litevna.dicomweb.wado import DICOM_JSON, Body, check_uids
@@ -52,13 +53,17 @@ class Qido:
         cached = self.cache.get(key)
         if cached is not None:
             return _body(*cached)
-        d = self._cpu(self._answer, store_id, query, base_url, gzip, scope)
 
         def keep(answer):
             self.cache.put(key, answer, len(answer[0]))
-            return _body(*answer)
+            return answer
 
-        return d.addCallback(keep)
+        def search():
+            return self._cpu(self._answer, store_id, query, base_url, gzip, scope).addCallback(keep)
+
+        remote = shared(self.cache, key)
+        d = search() if remote is None else or_build(remote, search)
+        return d.addCallback(lambda answer: _body(*answer))
 
     def _answer(self, store_id, query, base_url, gzip, scope):
         """(document, Warning or None, gzipped?): the search run and its JSON written."""

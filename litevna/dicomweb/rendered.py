@@ -9,6 +9,7 @@ list wants; an instance renders its first frame, or every frame as ``image/gif``
 
 import hashlib
 
+from litevna.cache import or_build, shared
 from litevna.cache.memory import MemoryCache
 from litevna.dicomweb.wado import Body, check_uids, parse_frame_list
 from litevna.http.errors import HTTPError
@@ -57,17 +58,22 @@ class Rendered:
         if cached is not None:
             return Body(headers=headers, pieces=cached)
         path = self._blobs.local_path(row["blob_key"])
-        # Always in the CPU pool: frame and search requests must not wait behind a render.
-        if frame is None:
-            d = self._cpu(pipeline.render_instance_default, path, asked)
-        else:
-            d = self._cpu(pipeline.render_frame, path, frame, asked)
 
-        def done(image):
+        def render():
+            # Always in the CPU pool: frame and search requests must not wait behind a render.
+            if frame is None:
+                d = self._cpu(pipeline.render_instance_default, path, asked)
+            else:
+                d = self._cpu(pipeline.render_frame, path, frame, asked)
+            return d.addCallbacks(keep, _as_http_error)
+
+        def keep(image):
             self.cache.put(key, image)
-            return Body(headers=headers, pieces=image)
+            return image
 
-        return d.addCallbacks(done, _as_http_error)
+        remote = shared(self.cache, key)
+        d = render() if remote is None else or_build(remote, render)
+        return d.addCallback(lambda image: Body(headers=headers, pieces=image))
 
     def _row(self, store_id, study, series, sop):
         """The instance a rendered URL names: it, or the first with pixel data below it."""

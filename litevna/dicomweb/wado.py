@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from twisted.internet.defer import Deferred, succeed
 
+from litevna.cache import or_build, shared
 from litevna.cache.memory import MemoryCache
 from litevna.dicom import jsonmodel
 from litevna.dicom.transcode import (CannotTranscode, can_convert, decoded_frame,
@@ -274,7 +275,11 @@ class Wado:
             self.metadata_cache.put(key, document)
             return document
 
-        return self._cpu(build).addCallback(keep)
+        def built():
+            return self._cpu(build).addCallback(keep)
+
+        remote = shared(self.metadata_cache, key)
+        return built() if remote is None else or_build(remote, built)
 
     # Frames.
 
