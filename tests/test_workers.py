@@ -78,3 +78,53 @@ def test_two_workers_share_the_socket_and_the_data(tmp_path):
     # SIGTERM to the supervisor (LiveServer.stop) ends the workers too.
     assert _wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
                                      for c in children))
+
+
+def test_kill_a_worker_under_load_loses_no_acknowledged_instance(tmp_path):
+    """STOWs keep coming over fresh connections while one worker is killed with -9: every
+    instance that got its 200 is there afterwards (the other worker and the replacement
+    serve it); requests that the dead worker held fail at the client, never silently."""
+    import threading
+
+    provisioned = Provisioned(tmp_path / "data")
+    acknowledged, refused, stop = [], [], threading.Event()
+    with LiveServer(provisioned.data_dir, "--workers", "2") as server:
+        supervisor = psutil.Process(server.process.pid)
+        assert _wait_for(lambda: len(supervisor.children()) == 2)
+        headers = provisioned.headers(**{"Content-Type": "application/dicom"})
+
+        def load():
+            while not stop.is_set():
+                ds = dataset(rows=8, columns=8)
+                try:
+                    response = requests.post(server.url + "/demo/dicomweb/studies",
+                                             data=part10(ds), headers=headers, timeout=10)
+                except requests.RequestException:
+                    refused.append(ds.SOPInstanceUID)
+                    continue
+                if response.status_code == 200:
+                    acknowledged.append((ds.StudyInstanceUID, ds.SOPInstanceUID))
+                else:
+                    refused.append(ds.SOPInstanceUID)
+
+        senders = [threading.Thread(target=load) for _ in range(3)]
+        for sender in senders:
+            sender.start()
+        assert _wait_for(lambda: len(acknowledged) >= 20)
+        victim = supervisor.children()[0].pid
+        os.kill(victim, signal.SIGKILL)
+        before = len(acknowledged)
+        assert _wait_for(lambda: len(acknowledged) >= before + 20)  # still storing
+        assert _wait_for(lambda: victim not in {c.pid for c in supervisor.children()
+                                                if c.status() != psutil.STATUS_ZOMBIE}
+                         and len(supervisor.children()) == 2)
+        stop.set()
+        for sender in senders:
+            sender.join()
+        missing = []
+        for study, sop in acknowledged:
+            found = requests.get(server.url + "/demo/dicomweb/instances",
+                                 params={"SOPInstanceUID": sop}, headers=provisioned.headers())
+            if [r["00080018"]["Value"][0] for r in found.json()] != [sop]:
+                missing.append(sop)
+        assert missing == [], f"{len(missing)} acknowledged instances lost"
