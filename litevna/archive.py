@@ -112,13 +112,14 @@ def blob_key(store_id, parsed):
 class Archive:
     """Ingests staged files into the blob store and index."""
 
-    def __init__(self, reactor, index, blobs, staging_folder, cpu_pool, replace_duplicates=False):
+    def __init__(self, reactor, index, blobs, staging_folder, cpu_pool, replace_duplicates=False,
+                 metrics=None):
         self._reactor = reactor
         self.index = index
         self.blobs = blobs
         self.staging_folder = staging_folder
         self._cpu_pool = cpu_pool
-        self._committer = GroupCommitter(reactor, index, blobs, replace_duplicates)
+        self._committer = GroupCommitter(reactor, index, blobs, replace_duplicates, metrics)
         os.makedirs(staging_folder, exist_ok=True)
 
     def start(self):
@@ -173,11 +174,12 @@ class Archive:
 class GroupCommitter:
     """One thread that commits whatever instances are waiting, in one transaction."""
 
-    def __init__(self, reactor, index, blobs, replace_duplicates):
+    def __init__(self, reactor, index, blobs, replace_duplicates, metrics=None):
         self._reactor = reactor
         self._index = index
         self._blobs = blobs
         self._replace = replace_duplicates
+        self._metrics = metrics  # a litevna.metrics.Metrics, told what each commit stored
         self._queue = queue.Queue()
         self._thread = None
 
@@ -251,6 +253,10 @@ class GroupCommitter:
         for key in superseded:
             self._blobs.delete(key)
         self._put = []
+        if self._metrics is not None:
+            sizes = [parsed.size for (_, parsed, _), outcome in zip(batch, outcomes)
+                     if outcome.stored and not outcome.duplicate]
+            self._metrics.instances_stored(len(sizes), sum(sizes))
         return outcomes
 
     def _commit_one(self, writer, store_id, parsed, path):

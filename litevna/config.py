@@ -39,6 +39,11 @@ def parse_redis_url(url):
     return parts.hostname, parts.port or 6379, int(path or 0), parts.password
 
 
+def is_postgres_url(database):
+    """True if --database names a PostgreSQL database rather than an SQLite file."""
+    return urlsplit(database).scheme in ("postgresql", "postgres")
+
+
 class ConfigError(ValueError):
     """An option value that makes no sense."""
 
@@ -83,8 +88,8 @@ class Config:
                  for name, default, _ in OPTIONS}
         data_dir = os.path.abspath(value["data-dir"])
         database = value["database"] or os.path.join(data_dir, "index.sqlite3")
-        if database.startswith("postgres"):
-            raise ConfigError("the PostgreSQL index is not available yet; use the SQLite default")
+        if "://" in database and not is_postgres_url(database):
+            raise ConfigError("--database is an SQLite file path or a postgresql:// URL")
         if value["on-duplicate"] not in ("reject", "replace"):
             raise ConfigError("--on-duplicate is reject or replace")
         if value["log-format"] not in ("text", "json"):

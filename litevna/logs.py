@@ -1,9 +1,25 @@
-"""Log observers: readable text, or one JSON object per line (``--log-format json``)."""
+"""Log observers: readable text, or one JSON object per line (``--log-format json``), and
+the access log line every request ends with.
 
+No credential reaches a log line (SPEC §3): the access log names the path and query the
+site left (``key_…``, ``_auth_token`` and a presigned URL's ``signature`` taken out), and no
+header but the User-Agent.
+"""
+
+import functools
+import string
 import sys
+from urllib.parse import unquote
 
 import orjson
-from twisted.logger import formatEvent, formatTime, textFileLogObserver
+from twisted.logger import Logger, formatEvent, formatTime, textFileLogObserver
+
+_access = Logger(namespace="litevna.access")
+ACCESS_FORMAT = ('{client} "{method} {path}{query} {protocol}" {status} {bytes} '
+                 '{duration_ms}ms "{user_agent}"')
+#: Characters of a User-Agent kept in the access log.
+MAX_AGENT = 256
+_RECORD_KEYS = ("time", "level", "namespace", "message", "traceback")
 
 
 class BatchedFile:
@@ -23,8 +39,51 @@ class BatchedFile:
         self._out.flush()
 
 
+def access_log(method, path, query, protocol, status, size, seconds, user_agent, client):
+    """Log one request as it ends (method, path, query, protocol and user_agent as bytes;
+    query without its ``?``)."""
+    _access.info(ACCESS_FORMAT, client=client, method=_printable(method),
+                 path=_printable(safe_path(path)),
+                 query="?" + _printable(safe_path(query)) if query else "",
+                 protocol=_printable(protocol), status=status, bytes=size,
+                 duration_ms=round(seconds * 1000, 3),
+                 user_agent=_printable(user_agent[:MAX_AGENT]))
+
+
+def safe_path(path):
+    """A request path (bytes) with every ``key_…`` segment's value hidden: the site takes
+    the one before ``/dicomweb`` out, but a path it does not route keeps it (also when
+    percent-encoded)."""
+    if b"key_" not in path.lower() and b"%" not in path:
+        return path
+    return b"/".join(b"[redacted]" if unquote(segment.decode("latin-1")).lower()
+                     .startswith("key_") else segment for segment in path.split(b"/"))
+
+
+def _printable(raw):
+    """Bytes as text with quotes, backslashes and control characters escaped."""
+    text = raw.decode("latin-1")
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c not in '"\\' else
+                   "\\" + c if c in '"\\' else f"\\x{ord(c):02x}" for c in text)
+
+
+@functools.lru_cache(maxsize=512)
+def _named_fields(log_format):
+    """The plain field names of a format string, e.g. ('sop',) for 'stored {sop}'."""
+    try:
+        parsed = list(string.Formatter().parse(log_format))
+    except ValueError:
+        return ()
+    return tuple(dict.fromkeys(name for _, name, _, _ in parsed
+                               if name and name.isidentifier() and not name.startswith("log_")
+                               and name not in _RECORD_KEYS))
+
+
 def json_observer(out=sys.stdout):
-    """An observer writing each event as one JSON line: time, level, namespace, message."""
+    """An observer writing each event as one JSON line: time, level, namespace, message,
+    and the fields the message names (``log.info("stored {sop}", sop=…)`` adds ``sop``)."""
 
     def observe(event):
         record = {
@@ -33,10 +92,22 @@ def json_observer(out=sys.stdout):
             "namespace": event.get("log_namespace", ""),
             "message": formatEvent(event),
         }
+        log_format = event.get("log_format")
+        if isinstance(log_format, str):
+            for name in _named_fields(log_format):
+                if name in event:
+                    value = event[name]
+                    record[name] = value if isinstance(value, (str, int, float, bool)) \
+                        or value is None else str(value)
         failure = event.get("log_failure")
         if failure is not None:
             record["traceback"] = failure.getTraceback()
-        out.write(orjson.dumps(record, default=str).decode() + "\n")
+        try:
+            line = orjson.dumps(record, default=str)
+        except TypeError:  # an int beyond 64 bits, say: an observer must never raise
+            line = orjson.dumps({k: v if isinstance(v, str) else str(v)
+                                 for k, v in record.items()})
+        out.write(line.decode() + "\n")
         out.flush()
 
     return observe

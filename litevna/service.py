@@ -21,6 +21,7 @@ from litevna.auth.guard import Guard
 from litevna.auth.keys import Keyring
 from litevna.auth.revocation import IndexRevocations
 from litevna.auth.tokens import Tokens
+from litevna.config import is_postgres_url
 from litevna.index.sqlite import SqliteIndex
 from litevna.storage.fs import FileBlobStore
 from litevna.cache.memory import MemoryCache
@@ -28,6 +29,7 @@ from litevna.dicomweb.qido import Qido
 from litevna.dicomweb.rendered import Rendered
 from litevna.dicomweb.wado import Wado
 from litevna.http.site import drained
+from litevna.metrics import Metrics
 from litevna.web import Application
 
 log = Logger()
@@ -105,7 +107,13 @@ class _ArchiveService(service.Service):
 def open_backends(config):
     """The index and keyring of a data dir (shared by the server and the admin CLI)."""
     os.makedirs(config.data_dir, exist_ok=True)
-    index = SqliteIndex(config.database)
+    if is_postgres_url(config.database):
+        # Imported here: psycopg is needed only by nodes that share a PostgreSQL index.
+        from litevna.index.postgres import PostgresIndex
+
+        index = PostgresIndex(config.database)
+    else:
+        index = SqliteIndex(config.database)
     index.migrate()
     return index, Keyring(config.key_dir)
 
@@ -139,8 +147,10 @@ def make_application(config, reactor, cpu_pool):
     """The Application and the services it needs started, for a config."""
     index, keyring = open_backends(config)
     blobs = FileBlobStore(config.blob_dir)
+    metrics = Metrics()
     archive = Archive(reactor, index, blobs, config.staging_dir,
-                      cpu_pool, replace_duplicates=config.on_duplicate == "replace")
+                      cpu_pool, replace_duplicates=config.on_duplicate == "replace",
+                      metrics=metrics)
 
     def cpu(fn, *args):
         return deferToThreadPool(reactor, cpu_pool, fn, *args)
@@ -163,15 +173,19 @@ def make_application(config, reactor, cpu_pool):
     # A quarter of the cache for metadata documents, a quarter for search answers,
     # half for rendered images.
     share = _shared_tier(config, revocations, services)
-    wado = Wado(index, blobs, cpu, share("metadata", MemoryCache(config.cache_size // 4)))
-    qido = Qido(index, cpu, share("search", MemoryCache(config.cache_size // 4)))
-    rendered = Rendered(index, blobs, cpu, share("rendered", MemoryCache(config.cache_size // 2)),
+
+    def cache(name, max_bytes):
+        return share(name, metrics.watch(MemoryCache(max_bytes, name=name)))
+
+    wado = Wado(index, blobs, cpu, cache("metadata", config.cache_size // 4))
+    qido = Qido(index, cpu, cache("search", config.cache_size // 4))
+    rendered = Rendered(index, blobs, cpu, cache("rendered", config.cache_size // 2),
                         instance_row=wado.instance_row)
     uploads = UploadService(archive, Uploads(config.upload_dir, config.key_dir, time.time,
                                              config.max_upload))
     services.append(_UploadSweeper(reactor, uploads.uploads))
     application = Application(config, archive, guard, wado, qido, rendered, readiness, tokens,
-                              accounts, uploads)
+                              accounts, uploads, metrics)
     return application, services
 
 

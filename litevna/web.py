@@ -21,6 +21,8 @@ from litevna.http.errors import HTTPError, write_error
 from litevna.http.jsonapi import read_json, respond
 from litevna.http.producers import PiecesProducer
 from litevna.http.site import LiteSite
+from litevna.metrics import CONTENT_TYPE as METRICS_TYPE
+from litevna.metrics import Metrics
 
 log = Logger()
 DICOM_JSON = b"application/dicom+json"
@@ -42,8 +44,9 @@ class Application:
     app = Klein()
 
     def __init__(self, config, archive, guard, wado, qido, rendered, readiness=(), tokens=None,
-                 accounts=None, uploads=None):
+                 accounts=None, uploads=None, metrics=None):
         self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
         self.uploads = uploads
         self.accounts = accounts
         self.archive = archive
@@ -56,7 +59,7 @@ class Application:
 
     def site(self):
         return LiteSite(self.app.resource(), body_router=self.route_body,
-                        cors=Cors(self.config.cors_origins))
+                        cors=Cors(self.config.cors_origins), metrics=self.metrics)
 
     def base(self, request, label):
         return base_url(request, self.config.public_url, label)
@@ -129,6 +132,14 @@ class Application:
         if problems:
             request.setResponseCode(503)
         return orjson.dumps({"status": "unready" if problems else "ready", "failing": problems})
+
+    @app.route("/metrics", methods=["GET"])
+    def prometheus_metrics(self, request):
+        """Prometheus text (SPEC §1, beside /healthz and /readyz, and like them without
+        authentication: operators scrape it from inside their network). It holds counts
+        per route family and cache, never a store label, a UID or a token."""
+        request.setHeader(b"Content-Type", METRICS_TYPE)
+        return self.metrics.exposition()
 
     @app.route("/<label>/dicomweb/studies", methods=["POST"])
     @app.route("/<label>/dicomweb/studies/<study_uid>", methods=["POST"])
@@ -270,7 +281,8 @@ def _wado_routes(cls):
     def delete(self, request, label, study, series=None, sop=None):
         principal = self.authorize_study(request, label, "delete", study)
 
-        def deleted(_):
+        def deleted(count):
+            self.metrics.instances_deleted(count)
             request.setResponseCode(204)
             return b""
 

@@ -10,16 +10,26 @@ Nothing here is shared between the workers but the socket: they read and
 write the same index and blob store, and every cache keys on what the index
 says (a store's generation, an instance's digest), so a write by one worker
 is seen by the others.
+
+And their metrics: the supervisor makes a folder on local disk (never the data
+dir, which several hosts may share) and names it in PROMETHEUS_MULTIPROC_DIR,
+where every worker's prometheus_client keeps its values, so that a scrape of
+any worker reports the sum of all (``litevna.metrics``).
 """
 
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 
+from prometheus_client import multiprocess
 from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
+
+from litevna.metrics import MULTIPROCESS_DIR
 
 log = Logger()
 RESTART_DELAY = 1.0
@@ -68,6 +78,8 @@ class WorkerSupervisor(service.Service):
 
     def startService(self):
         super().startService()
+        self._metrics_dir = tempfile.mkdtemp(prefix="litevna-metrics-")
+        self._env = dict(self._env, **{MULTIPROCESS_DIR: self._metrics_dir})
         for number in range(self._count):
             self._spawn(number)
 
@@ -78,11 +90,14 @@ class WorkerSupervisor(service.Service):
                 "--inherit-fd", str(fd), *self._arguments]
         transport = self._reactor.spawnProcess(
             child, sys.executable, argv, env=self._env, childFDs={0: 0, 1: 1, 2: 2, fd: fd})
+        child.pid = transport.pid
         self.children[number] = (child, transport)
         log.info("worker {number} started (pid {pid})", number=number, pid=transport.pid)
 
     def child_ended(self, child, reason):
         self.children.pop(child.number, None)
+        # Its counters still count; its gauges (requests in flight, cache sizes) no longer.
+        multiprocess.mark_process_dead(child.pid, self._metrics_dir)
         if self.running:
             log.warn("worker {number} ended ({reason}); starting it again",
                      number=child.number, reason=reason.getErrorMessage())
@@ -105,6 +120,7 @@ class WorkerSupervisor(service.Service):
             if killer.active():
                 killer.cancel()
             self._sock.close()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
         return done.addBoth(stopped)
 

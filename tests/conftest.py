@@ -8,6 +8,7 @@ import requests
 # root stays off sys.path so that the installed litevna (with its compiled kernels) is tested.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import live  # noqa: E402
 from live import LiveServer, Provisioned, RedisServer  # noqa: E402
 
 
@@ -31,6 +32,13 @@ def redis_server(tmp_path_factory):
     """A private redis-server on a free port for a test module (never skipped: CI has one)."""
     with RedisServer(tmp_path_factory.mktemp("redis")) as redis:
         yield redis
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server (a private cluster, or LITEVNA_TEST_POSTGRES's) for the session:
+    skipped where none can be had, but failed in CI, which must have one."""
+    return live.require_postgres()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from live import config, database_url
+
 DICOM = "application/dicom"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 TEST_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
@@ -183,48 +185,50 @@ def sha256(data):
 
 
 class DataDir:
-    """A read-only look at a server's data dir: the SQLite index and the blob files."""
+    """A read-only look at a server's data dir: its index (the SQLite file, or on a
+    PostgreSQL run the data dir's database) and the blob files."""
 
     def __init__(self, path):
         self.path = str(path)
 
-    @contextlib.contextmanager
-    def _db(self):
-        db = sqlite3.connect(f"file:{self.path}/index.sqlite3?mode=ro", uri=True, timeout=10)
-        try:
-            yield db
-        finally:
-            db.close()
+    def select(self, sql, args=()):
+        """The rows (tuples) of a query (``?`` marks) of the index, on either backend."""
+        url = database_url(self.path)
+        if url is not None:
+            import psycopg
+
+            from litevna.index.postgres import _psycopg_sql
+
+            with psycopg.connect(url, autocommit=True) as db:
+                return db.execute(_psycopg_sql(sql), args).fetchall()
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}/index.sqlite3?mode=ro",
+                                                uri=True, timeout=10)) as db:
+            return db.execute(sql, args).fetchall()
 
     def rows(self, sop_uid):
         """[(label, blob_key, sha256)] of every store's instance with this SOP Instance UID."""
-        with self._db() as db:
-            return db.execute(
-                "SELECT s.label, i.blob_key, i.sha256 FROM instances i "
-                "JOIN stores s ON s.id = i.store_id WHERE i.sop_instance_uid = ?",
-                (sop_uid,)).fetchall()
+        return self.select("SELECT s.label, i.blob_key, i.sha256 FROM instances i "
+                           "JOIN stores s ON s.id = i.store_id WHERE i.sop_instance_uid = ?",
+                           (sop_uid,))
 
     def instances(self, label):
         """{sop_uid: (blob_key, sha256, size)} of a store."""
-        with self._db() as db:
-            return {sop: (key, digest, size) for sop, key, digest, size in db.execute(
-                "SELECT i.sop_instance_uid, i.blob_key, i.sha256, i.size FROM instances i "
-                "JOIN stores s ON s.id = i.store_id WHERE s.label = ?", (label,))}
+        return {sop: (key, digest, size) for sop, key, digest, size in self.select(
+            "SELECT i.sop_instance_uid, i.blob_key, i.sha256, i.size FROM instances i "
+            "JOIN stores s ON s.id = i.store_id WHERE s.label = ?", (label,))}
 
     def series(self, label):
         """{series UID: study UID} of a store's series rows."""
-        with self._db() as db:
-            return dict(db.execute(
-                "SELECT se.series_uid, st.study_uid FROM series se "
-                "JOIN studies st ON st.id = se.study_pk "
-                "JOIN stores s ON s.id = st.store_id WHERE s.label = ?", (label,)))
+        return dict(self.select(
+            "SELECT se.series_uid, st.study_uid FROM series se "
+            "JOIN studies st ON st.id = se.study_pk "
+            "JOIN stores s ON s.id = st.store_id WHERE s.label = ?", (label,)))
 
     def studies(self, label):
         """The Study Instance UIDs of a store's study rows."""
-        with self._db() as db:
-            return {uid for (uid,) in db.execute(
-                "SELECT st.study_uid FROM studies st JOIN stores s ON s.id = st.store_id "
-                "WHERE s.label = ?", (label,))}
+        return {uid for (uid,) in self.select(
+            "SELECT st.study_uid FROM studies st JOIN stores s ON s.id = st.store_id "
+            "WHERE s.label = ?", (label,))}
 
     def blob_path(self, key):
         return os.path.join(self.path, "blobs", key)
@@ -255,10 +259,9 @@ def provision(data_dir, label, permissions=("read", "write", "delete"),
     Python start-up per call).
     """
     from litevna.accounts import Accounts
-    from litevna.config import Config
     from litevna.service import open_backends
 
-    index, keyring = open_backends(Config.from_options({"data-dir": str(data_dir)}))
+    index, keyring = open_backends(config(data_dir))
     try:
         accounts = Accounts(index, keyring, time.time)
         if index.account_by_email(owner) is None:

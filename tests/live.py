@@ -1,13 +1,21 @@
 """A real LiteVNA server in a subprocess on a free port, for integration tests."""
 
+import atexit
+import glob
+import hashlib
+import itertools
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from urllib.parse import urlsplit, urlunsplit
 
 
 def free_port():
@@ -19,7 +27,8 @@ def free_port():
 def admin(data_dir, *args, stdin=None):
     """Run ``litevna admin ...``; its JSON output."""
     result = subprocess.run(
-        [sys.executable, "-m", "litevna", "admin", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "litevna", "admin", *args, "--data-dir", str(data_dir),
+         *database_args(data_dir)],
         input=stdin, capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"litevna admin {args} failed: {result.stderr}")
@@ -44,7 +53,9 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "litevna", "serve", "--listen",
              f"tcp:{self.port}:interface=127.0.0.1", "--data-dir", self.data_dir,
-             *self.extra_args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+             *([] if "--database" in self.extra_args else database_args(self.data_dir)),
+             *self.extra_args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -148,3 +159,174 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# The index backend of the integration suites: SQLite in each data dir, or with
+# LITEVNA_TEST_DATABASE=postgresql a PostgreSQL database of each data dir's own.
+
+def on_postgres():
+    """True when this run's servers keep their index in PostgreSQL."""
+    return os.environ.get("LITEVNA_TEST_DATABASE", "sqlite") == "postgresql"
+
+
+def database_url(data_dir):
+    """The --database of a data dir: None (its SQLite file), or on a PostgreSQL run the
+    URL of the data dir's own database, created on first use."""
+    return postgres().database_for(data_dir) if on_postgres() else None
+
+
+def database_args(data_dir):
+    """The ``--database`` option for a data dir's ``litevna serve`` or ``admin``, if any."""
+    url = database_url(data_dir)
+    return ["--database", url] if url else []
+
+
+def config(data_dir):
+    """The Config of a data dir, as ``litevna admin --data-dir data_dir`` would have it."""
+    from litevna.config import Config
+
+    return Config.from_options({"data-dir": str(data_dir), "database": database_url(data_dir)})
+
+
+_postgres = []  # this process's PostgresServer, or what kept it from starting
+
+
+def postgres():
+    """This test process's PostgresServer, started on first use and stopped at exit."""
+    if not _postgres:
+        try:
+            _postgres.append(PostgresServer().start())
+        except Exception as exc:  # noqa: BLE001 - kept, so that no test tries again
+            _postgres.append(exc)
+        else:
+            atexit.register(_postgres[0].stop)
+    if isinstance(_postgres[0], Exception):
+        raise RuntimeError(f"PostgreSQL did not start: {_postgres[0]}")
+    return _postgres[0]
+
+
+def require_postgres():
+    """postgres(), or a skip where no server can be had; in CI (env CI) an error instead."""
+    import unittest
+
+    try:
+        return postgres()
+    except Exception as exc:  # noqa: BLE001 - whatever kept the server from starting
+        if os.environ.get("CI"):
+            raise RuntimeError(f"no PostgreSQL for the tests, and CI must have one: {exc}")
+        raise unittest.SkipTest(f"no PostgreSQL for the tests: {exc}") from None
+
+
+def postgres_binaries():
+    """The folder of initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(os.path.realpath(found))
+    installed = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if not installed:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql) "
+                           "and LITEVNA_TEST_POSTGRES names no server")
+    return os.path.dirname(max(installed, key=lambda path: float(path.split("/")[4])))
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free port (initdb into a temp dir, pg_ctl), or
+    the server that LITEVNA_TEST_POSTGRES names (a URL allowed to create databases)."""
+
+    def __init__(self):
+        self.url = os.environ.get("LITEVNA_TEST_POSTGRES")
+        self.folder = None
+        self._user = None
+        self._databases = {}
+
+    def start(self):
+        if self.url:
+            self._execute("SELECT 1")
+            return self
+        binaries = postgres_binaries()
+        self.folder = tempfile.mkdtemp(prefix="litevna-pg-")
+        try:
+            self._start(binaries)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+            raise
+        return self
+
+    def _start(self, binaries):
+        if os.geteuid() == 0:
+            # initdb refuses to run as root: the cluster belongs to an unprivileged user.
+            try:
+                self._user = pwd.getpwnam("postgres")
+            except KeyError:
+                self._user = pwd.getpwnam("nobody")
+            os.chown(self.folder, self._user.pw_uid, self._user.pw_gid)
+        data = os.path.join(self.folder, "data")
+        self._run(os.path.join(binaries, "initdb"), "-D", data, "--auth=trust", "-U", "postgres",
+                  "-E", "UTF8", "--locale=C", "--no-sync")
+        port = free_port()
+        self._pg_ctl = os.path.join(binaries, "pg_ctl")
+        self._run(self._pg_ctl, "-D", data, "-l", os.path.join(self.folder, "server.log"),
+                  "-w", "-t", "60", "-o",
+                  f"-k {self.folder} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off "
+                  "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
+                  "start")
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, *command):
+        """Run a PostgreSQL program as the cluster's owner."""
+        owner = {}
+        if self._user is not None:
+            owner = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+        result = subprocess.run(command, cwd=self.folder, capture_output=True, text=True,
+                                check=False, **owner)
+        if result.returncode:
+            raise RuntimeError(f"{os.path.basename(command[0])} failed: "
+                               f"{result.stdout}{result.stderr}")
+
+    def _execute(self, statement):
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(statement)
+
+    def url_of(self, name):
+        """The URL of database name on this server."""
+        return urlunsplit(urlsplit(self.url)._replace(path="/" + name))
+
+    def create_database(self, name=None, options=""):
+        """A new empty database (named for this process and call unless named); its URL.
+        options: more of CREATE DATABASE (``LOCALE_PROVIDER icu ICU_LOCALE 'en-US'``)."""
+        name = name or f"litevna_{os.getpid()}_{next(_database_serial)}"
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' {options}")
+        self._databases.setdefault(name, self.url_of(name))
+        return self.url_of(name)
+
+    def drop_database(self, url):
+        """Remove a database this server made (closing its connections)."""
+        name = urlsplit(url).path.lstrip("/")
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._databases.pop(name, None)
+
+    def database_for(self, data_dir):
+        """The database of a data dir, created empty on its first use in this process."""
+        name = "litevna_dir_" + hashlib.sha256(
+            os.path.realpath(str(data_dir)).encode()).hexdigest()[:20]
+        return self._databases.get(name) or self.create_database(name)
+
+    def stop(self):
+        if self.folder is None:
+            # Another's server: leave it as found.
+            for url in list(self._databases.values()):
+                self.drop_database(url)
+            return
+        try:
+            self._run(self._pg_ctl, "-D", os.path.join(self.folder, "data"), "-m", "immediate",
+                      "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+_database_serial = itertools.count(1)

@@ -30,7 +30,7 @@ import requests
 from helpers import (
     failed, instance, multipart, multipart_type, new_uid, referenced, request, sop_uid_of,
 )
-from live import LiveServer
+from live import LiveServer, config, database_args
 
 pytestmark = pytest.mark.usefixtures("server_log_is_clean")
 
@@ -190,7 +190,8 @@ def token_for(server, http, key_value, label=LABEL, **fields):
 def admin_process(data_dir, *args):
     """``litevna admin ...`` started (not waited for): each costs a Python start-up."""
     return subprocess.Popen(
-        [sys.executable, "-m", "litevna", "admin", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "litevna", "admin", *args, "--data-dir", str(data_dir),
+         *database_args(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -203,10 +204,9 @@ def admin_output(process):
 def provision_keys(data_dir):
     """Two stores and the keys the module needs, in-process (as ``litevna admin`` does)."""
     from litevna.accounts import Accounts
-    from litevna.config import Config
     from litevna.service import open_backends
 
-    index, keyring = open_backends(Config.from_options({"data-dir": str(data_dir)}))
+    index, keyring = open_backends(config(data_dir))
     try:
         accounts = Accounts(index, keyring, time.time)
         accounts.create_account(OWNER, "correct horse battery")

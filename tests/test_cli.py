@@ -90,7 +90,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse_size("1000"), 1000)
         self.assertEqual(parse_size("1.5 GB"), 1_500_000_000)
         self.assertRaises(ConfigError, parse_size, "12 parsecs")
-        self.assertRaises(ConfigError, Config.from_options, {"database": "postgresql://x"})
+        self.assertRaises(ConfigError, Config.from_options, {"database": "mysql://x"})
+        self.assertEqual(Config.from_options({"database": "postgresql://x"}).database,
+                         "postgresql://x")
 
 
 class PluginTests(SynchronousTestCase):

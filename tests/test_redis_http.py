@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from helpers import dataset, part10, provision
-from live import LiveServer
+from live import LiveServer, config
 
 
 def _token(server, label, key, **extra):
@@ -78,10 +78,9 @@ def test_key_revoked_kills_its_tokens_everywhere(nodes):
 
 def provision_key(node):
     from litevna.accounts import Accounts
-    from litevna.config import Config
     from litevna.service import open_backends
 
-    index, keyring = open_backends(Config.from_options({"data-dir": node.data_dir}))
+    index, keyring = open_backends(config(node.data_dir))
     try:
         return Accounts(index, keyring, time.time).create_api_key("demo")["value"]
     finally:

@@ -3,14 +3,13 @@ of litevna.accounts with a fake clock."""
 
 import itertools
 import os
-import sqlite3
 import time
 
 import pytest
 import requests
 from twisted.trial.unittest import SynchronousTestCase
 
-from helpers import DICOM, bearer, instance, new_uid, referenced
+from helpers import DICOM, DataDir, bearer, instance, new_uid, referenced
 from live import LiveServer
 from litevna.accounts import SESSION_SECONDS, AccountError, Accounts, session_key
 from litevna.auth.keys import Keyring
@@ -124,8 +123,7 @@ def test_sign_up_logs_in_with_a_strict_session_cookie(live):
 
 def test_the_index_keeps_only_a_hash_of_the_session(live, user):
     value = user.cookies["litevna-session"]
-    with sqlite3.connect(f"file:{live.data_dir}/index.sqlite3?mode=ro", uri=True) as db:
-        ids = [row[0] for row in db.execute("SELECT id FROM sessions")]
+    ids = [row[0] for row in DataDir(live.data_dir).select("SELECT id FROM sessions")]
     assert session_key(value) in ids and value not in ids
 
 

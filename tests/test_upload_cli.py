@@ -22,7 +22,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from helpers import DataDir, bearer, instance, new_uid, provision, sop_uid_of
-from live import LiveServer
+from live import LiveServer, database_args
 from litevna import cli
 from litevna.upload import (
     NOT_PART10, Candidate, Meter, Progress, Summary, duplicate_count, failure_reason,
@@ -647,7 +647,7 @@ def test_over_tls(tmp_path):
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "litevna", "serve", "--data-dir", str(data_dir),
-             "--listen", f"ssl:{port}:privateKey={key_path}:certKey={cert_path}"
+             *database_args(data_dir), "--listen", f"ssl:{port}:privateKey={key_path}:certKey={cert_path}"
                          ":interface=127.0.0.1", "--max-body", "2MiB"],
             stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -13,24 +13,37 @@ class MemoryCache:
     """Least recently used entries go first once the bodies exceed max_bytes.
 
     Values are bytes, or any object with its size given to ``put``. Safe to use
-    from the reactor thread and the CPU pool at once."""
+    from the reactor thread and the CPU pool at once. ``name`` says which cache it is
+    (``litevna.metrics`` labels its counts with it)."""
 
-    def __init__(self, max_bytes=64 << 20):
+    #: Called as ``on_event(cache, event)`` after each lookup ("hit" or "miss") and each
+    #: "put" that kept a value (``litevna.metrics.Metrics.watch`` sets it); None: no one.
+    on_event = None
+
+    def __init__(self, max_bytes=64 << 20, name=None):
+        self.name = name
         self._entries = OrderedDict()
         self._bytes = 0
         self._max = max_bytes
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
+    @property
+    def stored_bytes(self):
+        """The total size of the values kept."""
+        return self._bytes
+
     def get(self, key):
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 self.misses += 1
-                return None
-            self.hits += 1
-            self._entries.move_to_end(key)
-            return entry[0]
+            else:
+                self.hits += 1
+                self._entries.move_to_end(key)
+        if self.on_event is not None:
+            self.on_event(self, "miss" if entry is None else "hit")
+        return None if entry is None else entry[0]
 
     def put(self, key, value, size=None):
         size = len(value) if size is None else size
@@ -45,3 +58,5 @@ class MemoryCache:
             while self._bytes > self._max:
                 _, (_, evicted) = self._entries.popitem(last=False)
                 self._bytes -= evicted
+        if self.on_event is not None:
+            self.on_event(self, "put")

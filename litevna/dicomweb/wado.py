@@ -349,7 +349,8 @@ class Wado:
     # Delete.
 
     def delete(self, store_id, study, series=None, sop=None):
-        """Deferred firing when the level and everything under it is gone."""
+        """Deferred firing with the number of instances removed once the level and
+        everything under it is gone."""
         check_uids(study, series, sop)
 
         def remove():
@@ -364,6 +365,7 @@ class Wado:
             if not count:
                 raise HTTPError(404, "no such " + ("instance" if sop else "series" if series
                                                     else "study"))
+            return count
 
         return self._cpu(remove).addCallback(done)
 

@@ -9,6 +9,7 @@ body with a hard limit.
 """
 
 import re
+import time
 from urllib.parse import parse_qsl, urlencode
 
 from twisted.web import server
@@ -16,6 +17,8 @@ from twisted.web.http import RESPONSES
 
 from litevna.http.cors import Cors
 from litevna.http.errors import HTTPError
+from litevna.logs import access_log
+from litevna.metrics import CLIENT_CLOSED, Metrics
 
 #: Largest body buffered for routes without a streaming sink (JSON APIs).
 SMALL_BODY_LIMIT = 1 << 20
@@ -46,20 +49,24 @@ class StreamingRequest(server.Request):
     query_token = None
     _received = 0
     _refused = False
+    _reported = False
 
     def gotLength(self, length):
         # The headers are in: the request is in flight until it ends (see drained()).
-        in_flight = self.channel.site.in_flight
-        in_flight.add(self)
-        self.notifyFinish().addBoth(lambda _: in_flight.discard(self))
+        self._site = site = self.channel.site
+        self._started = site.timer()
+        site.in_flight.add(self)
+        site.metrics.in_flight(len(site.in_flight))
+        self.notifyFinish().addBoth(self._ended)
         # Twisted sends at most SEND_LIMIT (128 KiB) per write readiness; whole frames and
         # files go out in fewer reactor turns with a larger one.
         self.channel.transport.SEND_LIMIT = SEND_LIMIT
-        site = self.channel.site
         # The channel has parsed the request line but not told the request yet.
         method, uri = self.channel._command, self.channel._path
         path, self.path_token = _strip_key(uri.split(b"?", 1)[0])
         self.query_token = _query_secret(uri)
+        # What metrics and the access log name, the secrets out.
+        self._line = (method, path, _loggable_query(uri), self.channel._version)
         try:
             self.body_sink = site.body_router(self, method, path, length)
         except HTTPError as error:
@@ -114,6 +121,27 @@ class StreamingRequest(server.Request):
             self.body_sink.abort()
         super().connectionLost(reason)
 
+    def _ended(self, _):
+        site = self._site
+        site.in_flight.discard(self)
+        site.metrics.in_flight(len(site.in_flight))
+        self._report()
+
+    def _report(self):
+        """Count the request and write its access log line, once: when its response has
+        ended, when a refusal was written, or when the client left first (status 499)."""
+        if self._reported:
+            return
+        self._reported = True
+        site = self._site
+        status = self.code if self.finished or self._refused else CLIENT_CLOSED
+        seconds = max(0.0, site.timer() - self._started)
+        method, path, query, version = self._line
+        site.metrics.request_ended(method, path, status, seconds)
+        agent = self.requestHeaders.getRawHeaders(b"user-agent", [b"-"])[0]
+        access_log(method, path, query, version, status, self.sentLength, seconds, agent,
+                   getattr(self.client, "host", "-"))
+
     def _refuse(self, error):
         """Answer now, before the body is read, then drop the connection."""
         self._refused = True
@@ -127,6 +155,9 @@ class StreamingRequest(server.Request):
         head += [f"{k.decode()}: {v.decode()}" for k, v in self.channel.site.cors.headers(origin)]
         transport = self.channel.transport
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self.setResponseCode(error.status)
+        self.sentLength = len(body)
+        self._report()
         # Keep reading (and dropping) a little, so the client sees the answer, not a reset.
         self.channel.callLater(LINGER_SECONDS, transport.loseConnection)
 
@@ -147,6 +178,16 @@ def _query_secret(uri):
     return None
 
 
+def _loggable_query(uri):
+    """The query of a URI (bytes, b"" if none) without ``_auth_token`` or ``signature``."""
+    _, _, query = uri.partition(b"?")
+    names = {name for name, _ in _query_pairs(query)}
+    for name in (_SECRET_QUERY, "signature"):
+        if name in names:
+            query = _strip_query_secret(b"?" + query, name)[1:]
+    return query
+
+
 def _strip_query_secret(uri, name=_SECRET_QUERY):
     path, _, query = uri.partition(b"?")
     kept = [(k, v) for k, v in _query_pairs(query) if k != name]
@@ -160,15 +201,24 @@ def _query_pairs(query):
 
 
 class LiteSite(server.Site):
-    """A Site of StreamingRequests with a body router."""
+    """A Site of StreamingRequests with a body router.
+
+    Each request is counted in ``metrics`` (a ``litevna.metrics.Metrics``) and logged by
+    ``litevna.logs.access_log`` when it ends, timed by ``timer`` from its headers on."""
 
     requestFactory = StreamingRequest
 
-    def __init__(self, resource, body_router=None, cors=None, **kwargs):
+    def __init__(self, resource, body_router=None, cors=None, metrics=None,
+                 timer=time.monotonic, **kwargs):
         super().__init__(resource, **kwargs)
         self.in_flight = set()  # requests whose headers are in and that have not ended
         self.body_router = body_router or (lambda request, method, path, length: None)
         self.cors = cors or Cors(())
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.timer = timer
+
+    def log(self, request):
+        """Nothing: StreamingRequest writes the access log line, refusals included."""
 
 
 def drained(site, clock, timeout):

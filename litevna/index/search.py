@@ -33,7 +33,7 @@ _SERIES_COUNT = "(SELECT COUNT(*) FROM series c WHERE c.study_pk = {a}.id)"
 _STUDY_INSTANCES = ("(SELECT COUNT(*) FROM series c JOIN instances ci ON ci.series_pk = c.id "
                     "WHERE c.study_pk = {a}.id)")
 _SERIES_INSTANCES = "(SELECT COUNT(*) FROM instances ci WHERE ci.series_pk = {a}.id)"
-_MODALITIES = "(SELECT group_concat(DISTINCT c.modality) FROM series c WHERE c.study_pk = {a}.id)"
+_MODALITIES = "(SELECT {modalities} FROM series c WHERE c.study_pk = {a}.id)"
 
 #: (level, tag) -> (SQL expression over the level's alias {a}, kind of column).
 COLUMNS = {
@@ -129,13 +129,35 @@ def series_columns(attrs):
 
 
 class Dialect:
-    """SQLite: ``?`` parameters and GLOB (case-sensitive, ``*`` and ``?``)."""
+    """SQLite: ``?`` parameters, GLOB (case-sensitive, ``*`` and ``?``), group_concat."""
 
     mark = "?"
 
     def glob(self, expr, pattern):
         escaped = pattern.replace("[", "[[]")
         return f"{expr} GLOB {self.mark}", [escaped]
+
+    def distinct_list(self, expr):
+        """An aggregate: the distinct values of expr joined by commas."""
+        return f"group_concat(DISTINCT {expr})"
+
+    def sql(self, template, alias):
+        """A COLUMNS or COMPUTED_SQL template over a table alias, in this dialect."""
+        return template.format(a=alias, modalities=self.distinct_list("c.modality"))
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL: GLOB as LIKE compared byte by byte (``COLLATE "C"``), string_agg.
+
+    The marks stay ``?``: the PostgreSQL index hands them to psycopg as ``%s``."""
+
+    def glob(self, expr, pattern):
+        like = (pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                .replace("*", "%").replace("?", "_"))
+        return f"{expr} COLLATE \"C\" LIKE {self.mark} ESCAPE '\\'", [like]
+
+    def distinct_list(self, expr):
+        return f"string_agg(DISTINCT {expr}, ',')"
 
 
 class Plan:
@@ -202,7 +224,7 @@ class Plan:
         column = COLUMNS.get((key.level, key.tag))
         if column is None:
             return None
-        expr, kind = column[0].format(a=alias), column[1]
+        expr, kind = self.dialect.sql(column[0], alias), column[1]
         matcher, mark = key.matcher, self.dialect.mark
         if kind == "uid" and isinstance(matcher, q.Uids):
             return f"{expr} IN ({', '.join(mark * len(matcher.uids))})", list(matcher.uids)
@@ -305,7 +327,7 @@ def _filtered(execute, plan, where, args):
     query, level = plan.query, plan.query.level
     columns = [f"{ORDER[level]} AS pk"]
     for lv, keys in plan.checks.items():
-        columns += _record_columns(lv, ALIAS[lv], keys)
+        columns += _record_columns(plan.dialect, lv, ALIAS[lv], keys)
     sql = (f"SELECT {', '.join(columns)} FROM {FROM[level]} WHERE {where} "
            f"ORDER BY {ORDER[level]}")
     page, total = [], 0
@@ -324,12 +346,12 @@ def _filtered(execute, plan, where, args):
     return page, total
 
 
-def _record_columns(level, alias, keys):
+def _record_columns(dialect, level, alias, keys):
     """SELECT items for the DICOM JSON of a level, with the computed attributes keys name."""
     record = {"study": "attrs", "series": "attrs", "instance": "metadata"}[level]
     columns = [f"{alias}.{record} AS r_{level}"]
     for tag in sorted({k.tag for k in keys if (level, k.tag) in COMPUTED_SQL}):
-        columns.append(f"{COMPUTED_SQL[(level, tag)].format(a=alias)} AS c_{level}_{tag}")
+        columns.append(f"{dialect.sql(COMPUTED_SQL[(level, tag)], alias)} AS c_{level}_{tag}")
     return columns
 
 
@@ -368,7 +390,7 @@ def _children_match(execute, plan, row_id):
     mark = plan.dialect.mark
     for level, keys in plan.child_python.items():
         children, parent_id, alias = _CHILD_FROM[(plan.query.level, level)]
-        columns = ", ".join(_record_columns(level, alias, keys))
+        columns = ", ".join(_record_columns(plan.dialect, level, alias, keys))
         rows = execute(f"SELECT {columns} FROM {children} WHERE {parent_id} = {mark}", [row_id])
         if not any(all(k.test(_record(r, level)) for k in keys) for r in rows):
             return False
@@ -382,12 +404,12 @@ def _hits(execute, dialect, query, ids):
     level = query.level
     rank = q.LEVELS.index(level)
     columns = ["st.study_uid AS study_uid", "st.attrs AS study_attrs",
-               _MODALITIES.format(a="st") + " AS modalities",
-               _SERIES_COUNT.format(a="st") + " AS n_series",
-               _STUDY_INSTANCES.format(a="st") + " AS n_study_instances"]
+               dialect.sql(_MODALITIES, "st") + " AS modalities",
+               dialect.sql(_SERIES_COUNT, "st") + " AS n_series",
+               dialect.sql(_STUDY_INSTANCES, "st") + " AS n_study_instances"]
     if rank >= 1:
         columns += ["se.series_uid AS series_uid", "se.attrs AS series_attrs",
-                    _SERIES_INSTANCES.format(a="se") + " AS n_series_instances"]
+                    dialect.sql(_SERIES_INSTANCES, "se") + " AS n_series_instances"]
     if rank >= 2:
         columns += ["i.sop_instance_uid AS sop_instance_uid", "i.metadata AS metadata",
                     "i.number_of_frames AS number_of_frames"]

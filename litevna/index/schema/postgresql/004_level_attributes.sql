@@ -1,0 +1,2 @@
+-- Study and series rows keep more of their modules' attributes (litevna.dicom.levels);
+-- the index's upgrade step for this version refills them from each one's first instance.
