@@ -42,12 +42,17 @@ class BatchedFile:
 def access_log(method, path, query, protocol, status, size, seconds, user_agent, client):
     """Log one request as it ends (method, path, query, protocol and user_agent as bytes;
     query without its ``?``)."""
-    _access.info(ACCESS_FORMAT, client=client, method=_printable(method),
-                 path=_printable(safe_path(path)),
-                 query="?" + _printable(safe_path(query)) if query else "",
-                 protocol=_printable(protocol), status=status, bytes=size,
-                 duration_ms=round(seconds * 1000, 3),
-                 user_agent=_printable(user_agent[:MAX_AGENT]))
+    fields = dict(client=client, method=_printable(method), path=_printable(safe_path(path)),
+                  query="?" + _printable(safe_path(query)) if query else "",
+                  protocol=_printable(protocol), status=status, bytes=size,
+                  duration_ms=round(seconds * 1000, 3),
+                  user_agent=_printable(user_agent[:MAX_AGENT]))
+    # Formatted here once, plainly: observer_for's observers write it as it is (Twisted's
+    # generic formatting of nine fields cost ~18 % of a cached frame request's CPU).
+    line = (f'{fields["client"]} "{fields["method"]} {fields["path"]}{fields["query"]} '
+            f'{fields["protocol"]}" {status} {size} {fields["duration_ms"]}ms '
+            f'"{fields["user_agent"]}"')
+    _access.info(ACCESS_FORMAT, access_line=line, **fields)
 
 
 def safe_path(path):
@@ -90,7 +95,7 @@ def json_observer(out=sys.stdout):
             "time": formatTime(event.get("log_time"), timeFormat="%Y-%m-%dT%H:%M:%S%z"),
             "level": getattr(event.get("log_level"), "name", "info"),
             "namespace": event.get("log_namespace", ""),
-            "message": formatEvent(event),
+            "message": event.get("access_line") or formatEvent(event),
         }
         log_format = event.get("log_format")
         if isinstance(log_format, str):
@@ -113,5 +118,24 @@ def json_observer(out=sys.stdout):
     return observe
 
 
+def text_observer(out=sys.stdout):
+    """Twisted's text observer, with access lines written as they come (their time stamp
+    formatted once a second)."""
+    generic = textFileLogObserver(out)
+    stamp = [None, ""]
+
+    def observe(event):
+        line = event.get("access_line")
+        if line is None:
+            return generic(event)
+        second = int(event.get("log_time") or 0)
+        if stamp[0] != second:
+            stamp[0], stamp[1] = second, formatTime(second)
+        out.write(f"{stamp[1]} [litevna.access#info] {line}\n")
+        out.flush()
+
+    return observe
+
+
 def observer_for(log_format, out=sys.stdout):
-    return json_observer(out) if log_format == "json" else textFileLogObserver(out)
+    return json_observer(out) if log_format == "json" else text_observer(out)

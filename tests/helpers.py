@@ -30,6 +30,16 @@ _ROOT = f"1.2.826.0.1.3680043.10.{random.randrange(1, 10 ** 9)}"
 _serial = itertools.count(1)
 
 
+class FakeClock:
+    """Seconds that pass only when a test says so (``clock.now += 1``)."""
+
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 def new_uid():
     """A fresh, valid UID (PS3.5 §9.1)."""
     return f"{_ROOT}.{next(_serial)}"

@@ -12,14 +12,7 @@ from litevna.auth.keys import InvalidToken, Keyring
 from litevna.auth.passwords import check_password, hash_password
 from litevna.index import Conflict
 from litevna.index.sqlite import SqliteIndex
-
-
-class FakeClock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from helpers import FakeClock
 
 
 class KeyringTests(SynchronousTestCase):

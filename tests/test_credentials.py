@@ -18,6 +18,7 @@ from litevna.auth.tokens import (
     parse_ttl,
 )
 from litevna.index.sqlite import SqliteIndex
+from helpers import FakeClock
 
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJ0eXAiOiJ0b2tlbiJ9.c2lnbmF0dXJl"
 OTHER = "eyJvdGhlciJ9.eyJvdGhlciJ9.b3RoZXI"
@@ -271,14 +272,6 @@ class PermissionTests(SynchronousTestCase):
         except (TokenError, Forbidden):
             return
         self.assertTrue(set(permissions) <= key_permissions)
-
-
-class FakeClock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 class TokensTests(SynchronousTestCase):

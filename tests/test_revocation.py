@@ -16,15 +16,8 @@ from litevna.auth.revocation import IndexRevocations
 from litevna.index.sqlite import SqliteIndex
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import FakeClock  # noqa: E402
 from live import RedisServer  # noqa: E402
-
-
-class FakeClock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def _index(path=":memory:"):

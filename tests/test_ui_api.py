@@ -14,6 +14,7 @@ from live import LiveServer
 from litevna.accounts import SESSION_SECONDS, AccountError, Accounts, session_key
 from litevna.auth.keys import Keyring
 from litevna.index.sqlite import SqliteIndex
+from helpers import FakeClock
 
 PASSWORD = "correct horse battery"
 _accounts = itertools.count(1)
@@ -389,14 +390,6 @@ def test_static_files_are_versioned_and_cached(live, user):
     assert "immutable" not in requests.get(f"{live.url}/static/litevna.css?v=old",
                                            timeout=30).headers["Cache-Control"]
     assert requests.get(f"{live.url}/static/..%2Fpages.py", timeout=30).status_code == 404
-
-
-class FakeClock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 class SessionTests(SynchronousTestCase):

@@ -29,6 +29,7 @@ from litevna.upload import (
     file_chunks, format_bar, format_duration, format_progress, gzip_chunks, match_outcomes,
     multipart_body, multipart_length, parse_base_url, plan_batches, UsageError, walk,
 )
+from helpers import FakeClock
 
 MB = 1000 ** 2
 
@@ -38,14 +39,6 @@ MB = 1000 ** 2
 class NullProgress:
     def advance(self, files=0, nbytes=0):
         pass
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
 
 
 def _write(path, data=b"x"):
@@ -237,7 +230,7 @@ class ProgressTests(SynchronousTestCase):
         self.assertEqual(format_bar(1.7, 4), "[####]")
 
     def test_bar_redraws_at_most_ten_times_a_second(self):
-        stream, clock = io.StringIO(), FakeClock()
+        stream, clock = io.StringIO(), FakeClock(100.0)
         progress = Progress(stream, 100, 100 * MB, "bar", clock)
         for _ in range(50):
             clock.now += 0.01
@@ -250,7 +243,7 @@ class ProgressTests(SynchronousTestCase):
                                         "100.0 MB/s, ETA 0:01")
 
     def test_lines_every_five_seconds_or_ten_percent(self):
-        stream, clock = io.StringIO(), FakeClock()
+        stream, clock = io.StringIO(), FakeClock(100.0)
         progress = Progress(stream, 1000, 1000 * MB, "lines", clock)
         progress.advance(files=1, nbytes=MB)
         clock.now += 4.9
