@@ -241,6 +241,24 @@ class _AdoptedPort(service.Service):
         return self.port.stopListening() if self.port is not None else None
 
 
+def ui_address(listen):
+    """The browser address of a tcp:/ssl: endpoint string (``tcp:8080:interface=0.0.0.0``)."""
+    kind, _, rest = listen.partition(":")
+    # Endpoint strings escape a colon in a value as "\\:" (an IPv6 interface).
+    parts = [p.replace("\0", ":") for p in rest.replace("\\:", "\0").split(":")]
+    port = next((p for p in parts if p.isdigit()), parts[0] if parts else "")
+    options = dict(p.split("=", 1) for p in parts if "=" in p)
+    if port.startswith("port="):
+        port = port[5:]
+    port = options.get("port", port)
+    host = options.get("interface", "127.0.0.1")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if kind == 'ssl' else 'http'}://{host}:{port}/"
+
+
 def make_service(config, reactor, inherit_fd=None):
     """The whole server as one twistd service: with --workers N, their supervisor."""
     if config.workers > 1 and inherit_fd is None:
@@ -263,8 +281,8 @@ def make_service(config, reactor, inherit_fd=None):
     else:
         web = _AdoptedPort(reactor, inherit_fd, site)
     web.setServiceParent(top)
-    log.info("LiteVNA serving {data_dir} on {listen}", data_dir=config.data_dir,
-             listen=config.listen)
+    log.info("LiteVNA serving {data_dir} on {listen}; web UI at {ui}", data_dir=config.data_dir,
+             listen=config.listen, ui=config.public_url or ui_address(config.listen))
     # What is loaded by now (pydicom's dictionaries, the modules) lives as long as the
     # process: keep it out of every full collection, which otherwise stalls requests.
     gc.collect()

@@ -107,3 +107,13 @@ class PluginTests(SynchronousTestCase):
                                 capture_output=True, text=True)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("--max-body", result.stdout)
+
+
+class UiAddressTests(SynchronousTestCase):
+    def test_addresses(self):
+        from litevna.service import ui_address
+
+        self.assertEqual(ui_address("tcp:8080:interface=127.0.0.1"), "http://127.0.0.1:8080/")
+        self.assertEqual(ui_address("tcp:port=9000:interface=0.0.0.0"), "http://127.0.0.1:9000/")
+        self.assertEqual(ui_address("ssl:8443:privateKey=k.pem"), "https://127.0.0.1:8443/")
+        self.assertEqual(ui_address("tcp6:8080:interface=\\:\\:1"), "http://[::1]:8080/")
