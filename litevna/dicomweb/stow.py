@@ -72,7 +72,39 @@ def part_refusal(headers):
     return None
 
 
-class StowBody:
+class PartSplitter:
+    """Splits a STOW body into its instances: the whole body for application/dicom (no
+    parser), else each multipart part. Subclasses say where a part goes (``_current``, a
+    writable, None to drop) and what its start and end do."""
+
+    _parser = None
+    _current = None
+
+    def _start_part(self, headers):
+        raise NotImplementedError
+
+    def _end_part(self):
+        raise NotImplementedError
+
+    def split(self, data):
+        if self._parser is None:
+            self._current.write(data)
+            return
+        try:
+            events = self._parser.feed(data)
+        except MultipartError as exc:
+            raise HTTPError(400, f"malformed multipart body: {exc}") from None
+        for kind, value in events:
+            if kind == PART_DATA:
+                if self._current is not None:
+                    self._current.write(value)
+            elif kind == PART_HEADERS:
+                self._start_part(value)
+            elif kind == PART_END:
+                self._end_part()
+
+
+class StowBody(PartSplitter):
     """The sink of one STOW request: stages each part and hands it to the archive."""
 
     def __init__(self, archive, principal, content_type, study_uid, max_body, transport=None):
@@ -99,21 +131,7 @@ class StowBody:
         if self._received > self._max_body:
             raise HTTPError(413, f"the request body exceeds {self._max_body} bytes; use "
                                  "POST .../studies/upload-url for large files")
-        if self._parser is None:
-            self._current.write(data)
-            return
-        try:
-            events = self._parser.feed(data)
-        except MultipartError as exc:
-            raise HTTPError(400, f"malformed multipart body: {exc}") from None
-        for kind, value in events:
-            if kind == PART_DATA:
-                if self._current is not None:
-                    self._current.write(value)
-            elif kind == PART_HEADERS:
-                self._start_part(value)
-            elif kind == PART_END:
-                self._end_part()
+        self.split(data)
 
     def _start_part(self, headers):
         self._skip_part = part_refusal(headers)

@@ -19,9 +19,10 @@ from twisted.python.failure import Failure
 
 from litevna.archive import Outcome
 from litevna.dicom.ingest import CANNOT_UNDERSTAND, IngestFailure, parse_part10
-from litevna.dicomweb.stow import MAX_IN_FLIGHT, DICOM, body_kind, new_parser, part_refusal
+from litevna.dicomweb.stow import (MAX_IN_FLIGHT, DICOM, PartSplitter, body_kind, new_parser,
+                                   part_refusal)
 from litevna.http.errors import HTTPError
-from litevna.multipart import PART_DATA, PART_END, PART_HEADERS, MultipartError
+from litevna.multipart import MultipartError
 
 log = Logger()
 
@@ -39,7 +40,7 @@ class _Uploaded:
             pass
 
 
-class PartWriter:
+class PartWriter(PartSplitter):
     """Writes an inflated upload body as instance files ``part-NNNNNN.dcm``."""
 
     def __init__(self, folder, content_type, on_part):
@@ -48,44 +49,32 @@ class PartWriter:
         self._on_part = on_part
         self._parser = None if kind == DICOM else new_parser(boundary)
         self._parts = []  # the manifest: {"file": name} or {"failed": reason, "message": m}
-        self._file = None
         if self._parser is None:
             self._open()
 
     def _open(self):
         name = f"part-{len(self._parts):06d}.dcm"
         self._parts.append({"file": name})
-        self._file = open(os.path.join(self._folder, name), "wb", buffering=1 << 20)
+        self._current = open(os.path.join(self._folder, name), "wb", buffering=1 << 20)
 
-    def _close(self):
-        self._file.close()
-        self._file = None
-        self._on_part(os.path.join(self._folder, self._parts[-1]["file"]))
+    def _start_part(self, headers):
+        refusal = part_refusal(headers)
+        if refusal is None:
+            self._open()
+        else:
+            self._parts.append({"failed": CANNOT_UNDERSTAND, "message": refusal})
 
-    def write(self, data):
-        if self._parser is None:
-            self._file.write(data)
-            return
-        try:
-            events = self._parser.feed(data)
-        except MultipartError as exc:
-            raise HTTPError(400, f"malformed multipart body: {exc}") from None
-        for kind, value in events:
-            if kind == PART_DATA:
-                if self._file is not None:
-                    self._file.write(value)
-            elif kind == PART_HEADERS:
-                refusal = part_refusal(value)
-                if refusal is None:
-                    self._open()
-                else:
-                    self._parts.append({"failed": CANNOT_UNDERSTAND, "message": refusal})
-            elif kind == PART_END and self._file is not None:
-                self._close()
+    def _end_part(self):
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+            self._on_part(os.path.join(self._folder, self._parts[-1]["file"]))
+
+    write = PartSplitter.split
 
     def finish(self):
         if self._parser is None:
-            self._close()
+            self._end_part()
         else:
             try:
                 self._parser.close()
@@ -96,9 +85,9 @@ class PartWriter:
         return self._parts
 
     def abort(self):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._current is not None:
+            self._current.close()
+            self._current = None
         for part in self._parts:
             if "file" in part:
                 try:
