@@ -152,10 +152,11 @@ def with_redis(folder, calls):
     out = []
 
     def run():
-        lists = []
-        guard, _, values, revocations = setup(folder, lambda index, fallback: lists.append(
-            RedisRevocations(reactor, f"redis://127.0.0.1:{port}/0", fallback, index,
-                             time.time)) or lists[-1])
+        def redis_list(index, fallback):
+            return RedisRevocations(reactor, f"redis://127.0.0.1:{port}/0", fallback, index,
+                                    time.time)
+
+        guard, _, values, revocations = setup(folder, redis_list)
         revocations.start()
 
         def ready():

@@ -10,13 +10,17 @@ shows within ``key_cache_seconds``.
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from litevna.auth.keys import InvalidToken
+from litevna.auth.keys import InvalidToken, TokenExpired
 
 PERMISSIONS = ("read", "write", "delete")
 
 
 class Unauthorized(Exception):
     """No valid credential (401)."""
+
+
+class Expired(Unauthorized):
+    """A well-signed value past its expiry (401; revoking one is a no-op)."""
 
 
 class Forbidden(Exception):
@@ -117,6 +121,8 @@ class Guard:
         if claims is None:
             try:
                 claims = self._keyring.verify(token, now)
+            except TokenExpired as exc:
+                raise Expired(str(exc)) from None
             except InvalidToken as exc:
                 raise Unauthorized(str(exc)) from None
             if claims.get("typ") not in ("api-key", "token") or \
@@ -126,10 +132,10 @@ class Guard:
             if len(self._claims) > self._cache_size:
                 self._claims.popitem(last=False)
         elif claims.get("exp") is not None and now >= claims["exp"]:
-            raise Unauthorized("the token has expired")
+            raise Expired("the token has expired")
         return claims
 
-    def forget(self, key_id=None):
+    def forget(self):
         """Drop cached key and store rows (a revocation pushed from elsewhere)."""
         self._rows.clear()
 

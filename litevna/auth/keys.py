@@ -19,6 +19,10 @@ class InvalidToken(Exception):
     """A value that is not a valid signed value of this server (401)."""
 
 
+class TokenExpired(InvalidToken):
+    """A value this server signed whose ``exp`` has passed (401)."""
+
+
 def _key_id(private_key):
     raw = private_key.public_key().public_bytes(serialization.Encoding.Raw,
                                                  serialization.PublicFormat.Raw)
@@ -79,5 +83,5 @@ class Keyring:
             raise InvalidToken(f"not a valid token: {exc}") from None
         exp = claims.get("exp")
         if exp is not None and now >= exp:
-            raise InvalidToken("the token has expired")
+            raise TokenExpired("the token has expired")
         return claims

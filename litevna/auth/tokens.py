@@ -8,7 +8,7 @@ an ``exp`` that never outlives the key and permissions that never exceed the key
 import re
 import uuid
 
-from litevna.auth.guard import PERMISSIONS, Forbidden, Unauthorized
+from litevna.auth.guard import PERMISSIONS, Expired, Forbidden
 from litevna.auth.revocation import key_id as key_revocation
 from litevna.auth.revocation import token_id as token_revocation
 
@@ -120,10 +120,8 @@ class Tokens:
             raise TokenError("token is the value of a token or API key of this store")
         try:
             claims = self._guard.verified(value, self._clock())
-        except Unauthorized as exc:
-            if "expired" in str(exc):
-                return {"revoked": False, "reason": "the token has expired"}
-            raise
+        except Expired:
+            return {"revoked": False, "reason": "the token has expired"}
         if claims["store"] != label:
             raise Forbidden(f"this token is for another image store, not {label!r}")
         store = self._index.store_by_label(label)
